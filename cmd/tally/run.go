@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+)
+
+const usage = `tally: a multi-region, active-active view counter
+
+Usage:
+  tally serve [flags]   run a node (HTTP API on --http, data in --data)
+  tally load  [flags]   closed-loop HTTP load generator against a tally node
+  tally help            this text
+
+Run "tally COMMAND -h" for the flags of a command.
+`
+
+// run is the whole program; main only wires it to the process.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	case "load":
+		return runLoad(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "tally: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

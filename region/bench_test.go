@@ -1,0 +1,90 @@
+package region
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tallyhq/tally/crdt"
+)
+
+func benchNode(b *testing.B) *Node {
+	b.Helper()
+	cfg := TestConfig()
+	cfg.UserRate, cfg.UserBurst = 1e12, 1<<30
+	n, err := Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { n.Close() })
+	return n
+}
+
+// BenchmarkRecordView measures one counted view end to end in process
+// (validate, rate limit, claim, increment, group commit on in-memory Badger).
+func BenchmarkRecordView(b *testing.B) {
+	n := benchNode(b)
+	ctx := context.Background()
+	var seq atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := seq.Add(1)
+			if _, err := n.RecordView(ctx, View{Video: "v" + strconv.FormatInt(i%1000, 10), User: "u" + strconv.FormatInt(i, 10)}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkRecordViewsBatch measures batch ingest, per view.
+func BenchmarkRecordViewsBatch(b *testing.B) {
+	n := benchNode(b)
+	ctx := context.Background()
+	const size = 1000
+	views := make([]View, size)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		for j := range views {
+			i++
+			views[j] = View{Video: "v" + strconv.Itoa(i%1000), User: "u" + strconv.Itoa(i)}
+		}
+		if _, err := n.RecordViews(ctx, views); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "views/s")
+}
+
+// BenchmarkViews measures the read path on a hot key in memory.
+func BenchmarkViews(b *testing.B) {
+	n := benchNode(b)
+	if _, err := n.RecordView(context.Background(), View{Video: "hot", User: "u"}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := n.Views("hot"); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkHotKeyIncrement measures raw increments of one counter in memory,
+// the floor under every ingest path.
+func BenchmarkHotKeyIncrement(b *testing.B) {
+	t := newCounterTable()
+	e := t.insert(crdt.Key{Video: "hot", Event: EventView}, crdt.PNCounter{})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			t.increment(e, 1, 1, 1)
+		}
+	})
+}

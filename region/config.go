@@ -1,0 +1,118 @@
+package region
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Durability says when a write is acknowledged.
+type Durability string
+
+// Durability modes.
+const (
+	// DurabilitySync acknowledges a write after the batch holding it is fsynced.
+	DurabilitySync Durability = "sync"
+	// DurabilityAsync acknowledges before fsync. A crash may lose the unsynced
+	// tail, so after an unclean shutdown the node takes a new replica ID and
+	// never reuses a slot value it might have lost.
+	DurabilityAsync Durability = "async"
+)
+
+// Config configures a Node. Build one with DefaultConfig and change fields.
+type Config struct {
+	// Region names the region this node serves, e.g. "us-east".
+	Region string
+	// DataDir is where Badger keeps its files. Ignored when InMemory is set.
+	DataDir string
+	// InMemory keeps all state in RAM; for tests. Nothing survives Close.
+	InMemory bool
+	// Durability: DurabilitySync (default) or DurabilityAsync.
+	Durability Durability
+	// DedupWindow is the span in which one user's views of one video count
+	// once. Windows are aligned to the Unix epoch, so 24 h means UTC days.
+	DedupWindow time.Duration
+	// LagBudget is how long after its window a claim is kept, so that late
+	// replication cannot resurrect a view as new. The seeds allow 10 minutes.
+	LagBudget time.Duration
+	// EventRetention is how long the raw event log keeps an event.
+	EventRetention time.Duration
+	// MaxClockSkew is how far in the future a client timestamp may be.
+	MaxClockSkew time.Duration
+	// MaxEventAge is how far in the past a client timestamp may be.
+	MaxEventAge time.Duration
+	// UserRate is the sustained views per second one user may make (token
+	// bucket refill); views over it are not counted ("rate_limited").
+	UserRate float64
+	// UserBurst is the bucket size of UserRate, in views.
+	UserBurst int
+	// IPRate and IPBurst limit views per client IP the same way; 0 disables.
+	// Off by default: NATs and proxies put many users behind one address.
+	IPRate  float64
+	IPBurst int
+	// RateLimitKeys bounds the users and IPs whose buckets are tracked (memory
+	// bound); the least recently seen are forgotten first.
+	RateLimitKeys int
+	// MaxPending bounds the writes waiting for the next group commit; beyond
+	// it ingest fails with ErrOverloaded (HTTP 503) instead of growing memory.
+	MaxPending int
+	// Logger receives the node's structured logs. Nil discards them.
+	Logger *slog.Logger
+	// Clock returns the current time. Nil means time.Now; the simulator sets it.
+	Clock func() time.Time
+	// Observer, if set, receives the node's measurements (metrics).
+	Observer Observer
+}
+
+// DefaultConfig returns the production defaults for a node in region "local"
+// with its data in ./data.
+func DefaultConfig() Config {
+	return Config{
+		Region:         "local",
+		DataDir:        "data",
+		Durability:     DurabilitySync,
+		DedupWindow:    24 * time.Hour,
+		LagBudget:      10 * time.Minute,
+		EventRetention: 7 * 24 * time.Hour,
+		MaxClockSkew:   5 * time.Minute,
+		MaxEventAge:    7 * 24 * time.Hour,
+		UserRate:       10,
+		UserBurst:      50,
+		RateLimitKeys:  1 << 20,
+		MaxPending:     1_000_000,
+	}
+}
+
+// TestConfig is DefaultConfig in memory, for tests.
+func TestConfig() Config {
+	c := DefaultConfig()
+	c.InMemory = true
+	c.DataDir = ""
+	return c
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, a ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, a...))
+		}
+	}
+	check(validID(c.Region), "region %q: want 1-128 bytes of [A-Za-z0-9_.:-]", c.Region)
+	check(c.InMemory || c.DataDir != "", "data dir: required unless in memory")
+	check(c.Durability == DurabilitySync || c.Durability == DurabilityAsync, "durability %q: want sync or async", c.Durability)
+	check(c.DedupWindow >= time.Second && c.DedupWindow%time.Millisecond == 0, "dedup window %v: want at least 1s, whole milliseconds", c.DedupWindow)
+	check(c.LagBudget >= 0, "lag budget %v: must not be negative", c.LagBudget)
+	check(c.EventRetention >= time.Minute, "event retention %v: want at least 1m", c.EventRetention)
+	check(c.MaxClockSkew >= 0 && c.MaxEventAge > 0, "timestamp bounds: skew %v and age %v must be positive", c.MaxClockSkew, c.MaxEventAge)
+	check(c.UserRate > 0 && c.UserBurst >= 1, "user rate %v/s burst %d: want > 0 and ≥ 1", c.UserRate, c.UserBurst)
+	check(c.IPRate >= 0 && (c.IPRate == 0 || c.IPBurst >= 1), "ip rate %v/s burst %d: want 0 (off) or > 0 with burst ≥ 1", c.IPRate, c.IPBurst)
+	check(c.RateLimitKeys >= 16, "rate limit keys %d: want at least 16", c.RateLimitKeys)
+	check(c.MaxPending >= 1, "max pending %d: want at least 1", c.MaxPending)
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}

@@ -1,0 +1,192 @@
+package region
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tallyhq/tally/crdt"
+	"github.com/tallyhq/tally/store"
+)
+
+const counterShards = 64
+
+// counterTable is the in-memory state of every counter this node has touched
+// since it started, sharded to keep lock contention off the read path.
+type counterTable struct {
+	seed   maphash.Seed
+	shards [counterShards]counterShard
+
+	dirtyMu sync.Mutex      // protects dirty
+	dirty   []*counterEntry // entries with increments not yet handed to a batch
+}
+
+type counterShard struct {
+	mu sync.RWMutex // protects m
+	m  map[crdt.Key]*counterEntry
+}
+
+// counterEntry is one counter. Writers hold mu; readers load view without locking.
+type counterEntry struct {
+	key crdt.Key
+
+	mu      sync.Mutex     // protects live, durable, dirty
+	live    crdt.PNCounter // every applied increment, durable or not
+	durable crdt.PNCounter // the state known to be on disk
+	dirty   bool           // live is ahead of what was last handed to a batch
+
+	view atomic.Pointer[countView] // durable value, for lock-free reads
+}
+
+// countView is the published, read-only summary of a durable state.
+type countView struct {
+	value       uint64
+	lastUpdated int64 // unix ms, 0 if never
+}
+
+func newCounterTable() *counterTable {
+	t := &counterTable{seed: maphash.MakeSeed()}
+	for i := range t.shards {
+		t.shards[i].m = make(map[crdt.Key]*counterEntry)
+	}
+	return t
+}
+
+func (t *counterTable) shard(k crdt.Key) *counterShard {
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	h.WriteString(k.Video)
+	h.WriteByte(0)
+	h.WriteString(k.Event)
+	return &t.shards[h.Sum64()%counterShards]
+}
+
+// lookup returns the entry for k if it is in memory.
+func (t *counterTable) lookup(k crdt.Key) *counterEntry {
+	s := t.shard(k)
+	s.mu.RLock()
+	e := s.m[k]
+	s.mu.RUnlock()
+	return e
+}
+
+// insert adds an entry for k holding the durable state c, unless another
+// goroutine got there first; it returns the entry that is in the table.
+func (t *counterTable) insert(k crdt.Key, c crdt.PNCounter) *counterEntry {
+	s := t.shard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[k]; ok {
+		return e
+	}
+	e := &counterEntry{key: k, live: c, durable: c.Clone()}
+	e.publish()
+	s.m[k] = e
+	return e
+}
+
+// len is the number of counters in memory.
+func (t *counterTable) len() int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.RLock()
+		n += len(s.m)
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// increment adds n views to replica r's slot of e and queues e for the next batch.
+func (t *counterTable) increment(e *counterEntry, r crdt.ReplicaID, n uint64, nowMs int64) {
+	e.mu.Lock()
+	e.live.Increment(r, n, nowMs)
+	queue := e.markDirtyLocked()
+	e.mu.Unlock()
+	t.enqueue(queue, e)
+}
+
+// markDirtyLocked flags e dirty and reports whether it must join the dirty
+// list (it was clean). Callers hold e.mu.
+func (e *counterEntry) markDirtyLocked() bool {
+	queue := !e.dirty
+	e.dirty = true
+	return queue
+}
+
+func (t *counterTable) enqueue(queue bool, e *counterEntry) {
+	if queue {
+		t.dirtyMu.Lock()
+		t.dirty = append(t.dirty, e)
+		t.dirtyMu.Unlock()
+	}
+}
+
+// snapshot is a state handed to a batch, published once the batch is durable.
+type snapshot struct {
+	e     *counterEntry
+	state crdt.PNCounter
+}
+
+// prepare is the committer's Prepare hook: it appends the current state of
+// every dirty counter to dst and returns the function that publishes those
+// states when the batch is durable (or re-queues them if it failed).
+func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(error), error) {
+	t.dirtyMu.Lock()
+	dirty := t.dirty
+	t.dirty = nil
+	t.dirtyMu.Unlock()
+	if len(dirty) == 0 {
+		return dst, func(error) {}, nil
+	}
+	snaps := make([]snapshot, 0, len(dirty))
+	var encErr error
+	for _, e := range dirty {
+		e.mu.Lock()
+		st := e.live.Clone()
+		e.dirty = false
+		e.mu.Unlock()
+		m, err := store.CounterMutation(e.key, st)
+		if err != nil {
+			encErr = err
+			t.requeue(e) // keep it for the next batch rather than drop it
+			continue
+		}
+		dst = append(dst, m)
+		snaps = append(snaps, snapshot{e, st})
+	}
+	after := func(err error) {
+		if err != nil {
+			for _, s := range snaps {
+				t.requeue(s.e)
+			}
+			return
+		}
+		for _, s := range snaps {
+			s.e.mu.Lock()
+			s.e.durable.Merge(s.state)
+			s.e.publish()
+			s.e.mu.Unlock()
+		}
+	}
+	return dst, after, encErr
+}
+
+func (t *counterTable) requeue(e *counterEntry) {
+	e.mu.Lock()
+	queue := e.markDirtyLocked()
+	e.mu.Unlock()
+	t.enqueue(queue, e)
+}
+
+// publish makes the durable state visible to readers. Callers hold e.mu.
+func (e *counterEntry) publish() {
+	e.view.Store(&countView{value: e.durable.Value(), lastUpdated: e.durable.LastUpdated()})
+}
+
+// liveValue is the value including increments not yet durable (async acks).
+func (e *counterEntry) liveValue() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.live.Value()
+}

@@ -1,0 +1,24 @@
+// Package region is one tally node: the ingest path (validate, rate limit,
+// dedup, apply, group commit, ack), the read path (from memory, Badger on a
+// miss) and the wiring of store and crdt.
+//
+// # Ingest
+//
+// A view is validated, checked against per-user (and optionally per-IP) token
+// buckets, and deduplicated on (video, user, window), where the window is the
+// ingesting node's clock divided into DedupWindow-long spans aligned to the
+// Unix epoch (so 24 h windows are UTC days); the client's timestamp is kept in
+// the raw event log but never trusted for windows. A counted view increments
+// this replica's P slot in memory, and its claim and raw event are handed to the
+// group committer. With sync durability the call returns only after the batch
+// holding them is fsynced; the counter state itself is written coalesced, once
+// per batch, however many views a hot key took.
+//
+// # Reads
+//
+// Reads are served from memory and see only durable state: a count shown to a
+// user never goes backwards after a crash. Counters not in memory are loaded
+// from Badger on first use, so a restart needs no rebuild pass.
+//
+// A Node is safe for concurrent use.
+package region

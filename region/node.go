@@ -1,0 +1,388 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tallyhq/tally/crdt"
+	"github.com/tallyhq/tally/store"
+)
+
+// EventView is the event type of a video view.
+const EventView = "view"
+
+// Observer receives a node's measurements; httpapi turns them into metrics.
+// Methods are called concurrently and must not block.
+type Observer interface {
+	// Batch is called after every group commit.
+	Batch(store.BatchStats)
+	// Ingested is called once per ingested event with its fate.
+	Ingested(fate store.Fate)
+}
+
+// Node is one tally node. Create it with Open; it is safe for concurrent use.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
+	windowMs  int64
+	store     *store.Store
+	committer *store.Committer
+	id        store.Identity
+
+	counters *counterTable
+	claims   *claimTable
+	users    *keyedLimiter
+	ips      *keyedLimiter // nil when per-IP limiting is off
+	eventSeq atomic.Uint64 // unique suffix of raw event keys
+
+	failed    atomic.Bool // a batch failed to persist: not ready any more
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// View is one view event as received.
+type View struct {
+	Video    string
+	User     string
+	ClientMs int64  // the client's timestamp in unix ms; 0 if it sent none
+	IP       string // the client's address, for per-IP limits; may be empty
+}
+
+// Result is what became of one view.
+type Result struct {
+	Counted bool
+	Fate    store.Fate // FateCounted, FateDuplicate or FateRateLimited
+	// Count is the view count after this view: durable with sync durability,
+	// including unsynced views with async durability.
+	Count uint64
+	// Err is set, in batch results only, for a view refused as invalid.
+	Err error
+}
+
+// Open opens the node's store, loads (or creates) its identity and starts the
+// group committer.
+func Open(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		now:      cfg.Clock,
+		windowMs: cfg.DedupWindow.Milliseconds(),
+		counters: newCounterTable(),
+		users:    newKeyedLimiter(cfg.UserRate, cfg.UserBurst, cfg.RateLimitKeys),
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	if n.now == nil {
+		n.now = time.Now
+	}
+	if cfg.IPRate > 0 {
+		n.ips = newKeyedLimiter(cfg.IPRate, cfg.IPBurst, cfg.RateLimitKeys)
+	}
+	so := store.DefaultOptions(cfg.DataDir)
+	if cfg.InMemory {
+		so = store.InMemoryOptions()
+	}
+	so.Logger = n.log
+	st, err := store.Open(so)
+	if err != nil {
+		return nil, fmt.Errorf("open node store: %w", err)
+	}
+	n.store = st
+	if n.id, err = st.OpenIdentity(cfg.Durability == DurabilityAsync); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("open node identity: %w", err)
+	}
+	if n.id.Reason != "" {
+		n.log.Info("new replica id", "replica", n.id.Replica.String(), "previous", n.id.Previous.String(), "reason", n.id.Reason)
+	}
+	startMs := n.now().UnixMilli()
+	n.claims = newClaimTable(uint64(startMs / n.windowMs))
+	n.eventSeq.Store(uint64(time.Now().UnixNano()))
+	n.committer = store.NewCommitter(st, store.CommitterConfig{
+		Prepare:    n.prepareBatch,
+		MaxPending: cfg.MaxPending,
+		Observe:    n.observeBatch,
+	})
+	return n, nil
+}
+
+// Close flushes every acknowledged and pending write, marks a clean shutdown
+// and closes the store. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if err := n.committer.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("final group commit: %w", err))
+		}
+		if len(errs) == 0 && n.cfg.Durability == DurabilityAsync {
+			if err := n.store.MarkClean(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := n.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// Identity returns the node's replica identity.
+func (n *Node) Identity() store.Identity { return n.id }
+
+// Region is the name of the node's region.
+func (n *Node) Region() string { return n.cfg.Region }
+
+// Ready reports whether the node can take writes.
+func (n *Node) Ready() bool { return !n.failed.Load() }
+
+func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)) {
+	dst, after, err := n.counters.prepare(dst)
+	if err != nil {
+		n.log.Error("encode counter state", "err", err)
+	}
+	return dst, after
+}
+
+func (n *Node) observeBatch(st store.BatchStats) {
+	if st.Err != nil && !n.failed.Swap(true) {
+		n.log.Error("group commit failed; node is no longer ready", "err", st.Err)
+	}
+	if n.cfg.Observer != nil {
+		n.cfg.Observer.Batch(st)
+	}
+}
+
+// RecordView ingests one view. It returns an *InputError for invalid input,
+// ErrOverloaded when the commit queue is full, ErrUnavailable when the write
+// could not be persisted, or the context's error if ctx ended while waiting
+// for durability (the view may still be counted; a retry is safe).
+func (n *Node) RecordView(ctx context.Context, v View) (Result, error) {
+	res, err := n.RecordViews(ctx, []View{v})
+	if err != nil {
+		return Result{}, err
+	}
+	if res[0].Err != nil {
+		return Result{}, res[0].Err
+	}
+	return res[0], nil
+}
+
+// RecordViews ingests a batch of views with one wait for durability. Invalid
+// views get an *InputError in their Result and are skipped; the error return
+// is for failures of the whole batch (see RecordView).
+func (n *Node) RecordViews(ctx context.Context, views []View) ([]Result, error) {
+	now := n.now()
+	nowMs := now.UnixMilli()
+	window := uint64(nowMs / n.windowMs)
+	claimTTL := n.claimTTL(nowMs, window)
+	waitDurable := n.cfg.Durability == DurabilitySync
+
+	results := make([]Result, len(views))
+	muts := make([]store.Mutation, 0, 2*len(views))
+	var claimed []store.ClaimKey
+	var waits []<-chan struct{} // repeats of claims not yet durable
+	// settle releases the won claims whatever happens below.
+	defer func() {
+		for _, k := range claimed {
+			n.claims.settle(k)
+		}
+	}()
+
+	for i, v := range views {
+		if err := n.validate(v, nowMs); err != nil {
+			results[i].Err = err
+			continue
+		}
+		key := crdt.Key{Video: v.Video, Event: EventView}
+		entry, err := n.entry(key)
+		if err != nil {
+			return nil, err
+		}
+		fate := store.FateCounted
+		if !n.users.allow(v.User, now) || (n.ips != nil && v.IP != "" && !n.ips.allow(v.IP, now)) {
+			fate = store.FateRateLimited
+		} else {
+			ck := store.ClaimKey{Video: v.Video, User: v.User, Window: window}
+			cr, err := n.claims.claim(ck, store.Claim{Replica: n.id.Replica, IngestMs: nowMs}, n.store.Claim)
+			if err != nil {
+				return nil, fmt.Errorf("%w: dedup lookup: %v", ErrUnavailable, err)
+			}
+			if cr.won {
+				claimed = append(claimed, ck)
+				n.counters.increment(entry, n.id.Replica, 1, nowMs)
+				muts = append(muts, store.ClaimMutation(ck, store.Claim{Replica: n.id.Replica, IngestMs: nowMs}, claimTTL))
+			} else {
+				fate = store.FateDuplicate
+				if cr.synced != nil {
+					waits = append(waits, cr.synced)
+				}
+			}
+		}
+		results[i].Fate, results[i].Counted = fate, fate == store.FateCounted
+		ev, err := store.EventMutation(store.Event{
+			Video: v.Video, Event: EventView, User: v.User, ClientMs: v.ClientMs,
+			IngestMs: nowMs, Replica: n.id.Replica, Fate: fate,
+		}, n.eventSeq.Add(1), n.cfg.EventRetention)
+		if err != nil {
+			return nil, err
+		}
+		muts = append(muts, ev)
+		if n.cfg.Observer != nil {
+			n.cfg.Observer.Ingested(fate)
+		}
+	}
+	if len(muts) > 0 {
+		ticket, err := n.committer.Submit(muts...)
+		switch {
+		case errors.Is(err, store.ErrOverloaded):
+			return nil, ErrOverloaded
+		case errors.Is(err, store.ErrClosed):
+			return nil, ErrClosed
+		case err != nil:
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		if waitDurable {
+			if err := ticket.Wait(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil, err
+				}
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+		}
+	}
+	// Release repeats waiting on our claims (possibly in this very batch)
+	// before waiting on other requests' claims.
+	for _, k := range claimed {
+		n.claims.settle(k)
+	}
+	claimed = nil
+	if waitDurable {
+		for _, w := range waits {
+			select {
+			case <-w:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("wait for the claim of a repeat view: %w", ctx.Err())
+			}
+		}
+	}
+	for i, v := range views {
+		if results[i].Err != nil {
+			continue
+		}
+		e := n.counters.lookup(crdt.Key{Video: v.Video, Event: EventView})
+		if waitDurable {
+			results[i].Count = e.view.Load().value
+		} else {
+			results[i].Count = e.liveValue()
+		}
+	}
+	return results, nil
+}
+
+// claimTTL is how long a claim made now in window must be kept: to the end of
+// its window plus the lag budget.
+func (n *Node) claimTTL(nowMs int64, window uint64) time.Duration {
+	endMs := int64(window+1) * n.windowMs
+	return time.Duration(endMs-nowMs)*time.Millisecond + n.cfg.LagBudget
+}
+
+func (n *Node) validate(v View, nowMs int64) error {
+	if err := CheckID(CodeInvalidVideoID, "videoId", v.Video); err != nil {
+		return err
+	}
+	if err := CheckID(CodeInvalidUserID, "userId", v.User); err != nil {
+		return err
+	}
+	if v.ClientMs != 0 {
+		if v.ClientMs > nowMs+n.cfg.MaxClockSkew.Milliseconds() {
+			return inputErr(CodeInvalidTimestamp, "timestamp %d is more than %v in the future", v.ClientMs, n.cfg.MaxClockSkew)
+		}
+		if v.ClientMs < nowMs-n.cfg.MaxEventAge.Milliseconds() {
+			return inputErr(CodeInvalidTimestamp, "timestamp %d is more than %v in the past", v.ClientMs, n.cfg.MaxEventAge)
+		}
+	}
+	return nil
+}
+
+// entry returns the in-memory entry for k, loading it from Badger if needed.
+func (n *Node) entry(k crdt.Key) (*counterEntry, error) {
+	if e := n.counters.lookup(k); e != nil {
+		return e, nil
+	}
+	c, _, err := n.store.Counter(k)
+	if err != nil {
+		return nil, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+	}
+	return n.counters.insert(k, c), nil
+}
+
+// Count is a counter's durable value as this node knows it.
+type Count struct {
+	Value       uint64
+	LastUpdated time.Time // zero if never updated
+}
+
+// Views returns the view count of video. A video never viewed has count 0.
+func (n *Node) Views(video string) (Count, error) {
+	if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
+		return Count{}, err
+	}
+	k := crdt.Key{Video: video, Event: EventView}
+	e := n.counters.lookup(k)
+	if e == nil {
+		c, ok, err := n.store.Counter(k)
+		if err != nil {
+			return Count{}, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+		}
+		if !ok {
+			return Count{}, nil // not cached: unknown IDs must not fill memory
+		}
+		e = n.counters.insert(k, c)
+	}
+	v := e.view.Load()
+	out := Count{Value: v.value}
+	if v.lastUpdated > 0 {
+		out.LastUpdated = time.UnixMilli(v.lastUpdated).UTC()
+	}
+	return out, nil
+}
+
+// Stats are gauges of a node's memory.
+type Stats struct {
+	Counters     int // counters held in memory
+	Claims       int // dedup claims held in memory
+	RateBuckets  int // rate-limit buckets held in memory
+	StoreLSM     int64
+	StoreValLog  int64
+	ReplicaID    crdt.ReplicaID
+	Durability   Durability
+	DedupWindow  time.Duration
+	Region       string
+	StartedFresh bool // a new replica ID was taken at start
+}
+
+// Stats samples the node's gauges.
+func (n *Node) Stats() Stats {
+	lsm, vlog := n.store.Size()
+	rb := n.users.len()
+	if n.ips != nil {
+		rb += n.ips.len()
+	}
+	return Stats{
+		Counters: n.counters.len(), Claims: n.claims.len(), RateBuckets: rb,
+		StoreLSM: lsm, StoreValLog: vlog, ReplicaID: n.id.Replica,
+		Durability: n.cfg.Durability, DedupWindow: n.cfg.DedupWindow, Region: n.cfg.Region,
+		StartedFresh: n.id.Reason != "",
+	}
+}

@@ -1,0 +1,242 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Mutation is one key write (or delete) for the Committer.
+type Mutation struct {
+	Key    []byte
+	Value  []byte
+	TTL    time.Duration // 0: keep forever
+	Delete bool
+}
+
+// Sentinel errors of the Committer.
+var (
+	// ErrOverloaded is returned by Submit when the next batch is already full;
+	// the caller should shed the request (HTTP 503 with Retry-After).
+	ErrOverloaded = errors.New("store: commit queue full")
+	// ErrClosed is returned by Submit after Close.
+	ErrClosed = errors.New("store: committer closed")
+)
+
+// BatchStats describes one committed batch, for metrics.
+type BatchStats struct {
+	Mutations int           // Badger entries written
+	Tickets   int           // Submit calls released by this batch
+	Write     time.Duration // time to hand the batch to Badger
+	Sync      time.Duration // time of the fsync
+	Err       error
+}
+
+// CommitterConfig configures a Committer.
+type CommitterConfig struct {
+	// Prepare, if set, is called on the commit goroutine at the start of every
+	// batch. It appends the mutations of state kept elsewhere (coalesced counter
+	// states) to dst and returns a function the committer calls once the batch
+	// is durable (err nil) or failed; on failure the owner must mark that state
+	// dirty again.
+	Prepare func(dst []Mutation) ([]Mutation, func(err error))
+	// MaxPending bounds the mutations waiting for the next batch (memory bound
+	// under overload). Default 1,000,000.
+	MaxPending int
+	// Observe, if set, is called after every batch.
+	Observe func(BatchStats)
+}
+
+// Committer batches concurrent writers into one Badger write and one fsync,
+// and releases each writer only after its batch is durable. It is safe for
+// concurrent use.
+type Committer struct {
+	store *Store
+	cfg   CommitterConfig
+	kick  chan struct{} // capacity 1: "there is work"
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu     sync.Mutex // protects cur and closed
+	cur    *batch     // collecting mutations for the next write
+	closed bool
+}
+
+type batch struct {
+	muts    []Mutation
+	tickets int
+	done    chan struct{} // closed when err is final
+	err     error
+}
+
+func newBatch() *batch { return &batch{done: make(chan struct{})} }
+
+// Ticket is a claim on the durability of one Submit.
+type Ticket struct{ b *batch }
+
+// Done is closed when the batch holding the submission is durable or failed.
+func (t Ticket) Done() <-chan struct{} { return t.b.done }
+
+// Wait blocks until the submission is durable and returns the batch's error,
+// or ctx's error if ctx ends first (the write may still land).
+func (t Ticket) Wait(ctx context.Context) error {
+	select {
+	case <-t.b.done:
+		return t.b.err
+	case <-ctx.Done():
+		return fmt.Errorf("wait for group commit: %w", ctx.Err())
+	}
+}
+
+// NewCommitter starts a committer writing to s. Stop it with Close.
+func NewCommitter(s *Store, cfg CommitterConfig) *Committer {
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1_000_000
+	}
+	c := &Committer{
+		store: s,
+		cfg:   cfg,
+		kick:  make(chan struct{}, 1),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+		cur:   newBatch(),
+	}
+	go c.loop()
+	return c
+}
+
+// Submit adds muts to the next batch. The returned Ticket is released when
+// that batch is durable. Submit with no mutations still gets a ticket for the
+// next batch, which is how a caller waits for state it handed to Prepare.
+func (c *Committer) Submit(muts ...Mutation) (Ticket, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return Ticket{}, ErrClosed
+	}
+	b := c.cur
+	if len(b.muts)+len(muts) > c.cfg.MaxPending && len(muts) > 0 {
+		c.mu.Unlock()
+		return Ticket{}, ErrOverloaded
+	}
+	b.muts = append(b.muts, muts...)
+	b.tickets++
+	c.mu.Unlock()
+	c.Kick()
+	return Ticket{b}, nil
+}
+
+// Kick tells the committer there is work for Prepare even though nothing was
+// submitted (async writers that do not wait).
+func (c *Committer) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Flush waits until everything submitted or prepared before the call is durable.
+func (c *Committer) Flush(ctx context.Context) error {
+	t, err := c.Submit()
+	if err != nil {
+		return err
+	}
+	return t.Wait(ctx)
+}
+
+// Close writes what is pending, stops the committer and returns the error of
+// that last batch. Later Submits fail with ErrClosed.
+func (c *Committer) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		<-c.done
+		return nil
+	}
+	c.closed = true
+	last := c.cur
+	c.mu.Unlock()
+	close(c.stop)
+	<-c.done
+	return last.err
+}
+
+func (c *Committer) loop() {
+	defer close(c.done)
+	var scratch []Mutation
+	for {
+		stopping := false
+		select {
+		case <-c.kick:
+		case <-c.stop:
+			stopping = true
+		}
+		c.mu.Lock()
+		b := c.cur
+		if !stopping {
+			c.cur = newBatch()
+		}
+		c.mu.Unlock()
+		scratch = c.commit(b, scratch[:0])
+		if stopping {
+			return
+		}
+	}
+}
+
+// commit writes b plus whatever Prepare adds, syncs, and releases b's tickets.
+func (c *Committer) commit(b *batch, scratch []Mutation) []Mutation {
+	muts := append(scratch, b.muts...)
+	after := func(error) {}
+	if c.cfg.Prepare != nil {
+		muts, after = c.cfg.Prepare(muts)
+	}
+	st := BatchStats{Mutations: len(muts), Tickets: b.tickets}
+	if len(muts) > 0 {
+		start := time.Now()
+		st.Err = c.write(muts)
+		st.Write = time.Since(start)
+		if st.Err == nil {
+			start = time.Now()
+			if err := c.store.db.Sync(); err != nil {
+				st.Err = fmt.Errorf("fsync batch: %w", err)
+			}
+			st.Sync = time.Since(start)
+		}
+	}
+	after(st.Err)
+	b.err = st.Err
+	close(b.done)
+	if c.cfg.Observe != nil && (len(muts) > 0 || b.tickets > 0) {
+		c.cfg.Observe(st)
+	}
+	clear(muts) // drop references to values before reusing the slice
+	return muts
+}
+
+func (c *Committer) write(muts []Mutation) error {
+	wb := c.store.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, m := range muts {
+		var err error
+		switch {
+		case m.Delete:
+			err = wb.Delete(m.Key)
+		case m.TTL > 0:
+			err = wb.SetEntry(badger.NewEntry(m.Key, m.Value).WithTTL(m.TTL))
+		default:
+			err = wb.Set(m.Key, m.Value)
+		}
+		if err != nil {
+			return fmt.Errorf("write batch of %d: %w", len(muts), err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("write batch of %d: %w", len(muts), err)
+	}
+	return nil
+}

@@ -1,0 +1,35 @@
+// Package store keeps tally's durable state in Badger and writes it through a
+// group committer.
+//
+// # Key schema
+//
+// Every key starts with one byte naming its kind. Video, user and event IDs are
+// validated upstream to 1–128 bytes of [A-Za-z0-9_.:-], so a 0x00 byte can
+// separate them unambiguously.
+//
+//	'm' name                                   node metadata (see below)
+//	'c' video 0x00 event                       counter state: crdt.PNCounter, msgpack
+//	'd' video 0x00 user 0x00 window(u64 BE)    dedup claim: replica(u64 BE) ingestMs(u64 BE);
+//	                                           TTL = end of window + lag budget
+//	'e' ingestMs(u64 BE) replica(u64 BE) seq(u64 BE)
+//	                                           raw event log: Event, msgpack; TTL = retention
+//
+// Metadata keys:
+//
+//	"m" "replica"   the current replica ID (u64 BE)
+//	"m" "dirty"     present while a node runs with async durability; found at
+//	                start, it means the last async run did not shut down cleanly
+//	                and may have acknowledged writes it never persisted
+//	"m" "format"    schema version (u64 BE); a newer one is refused
+//
+// # Durability
+//
+// Writers hand mutations to a Committer, which gathers everything submitted
+// while the previous batch was being written into one Badger write followed by
+// one fsync, then releases the waiters of that batch together. Counter states
+// are not written per increment: the committer asks its Prepare hook for the
+// current state of every key changed since the last batch (coalesced
+// persistence), so a hot key costs one write per batch, not per view.
+//
+// A Store and a Committer are safe for concurrent use.
+package store

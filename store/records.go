@@ -1,0 +1,244 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/tallyhq/tally/crdt"
+)
+
+// Key prefixes; see the package doc for the schema.
+const (
+	prefixMeta    = 'm'
+	prefixCounter = 'c'
+	prefixClaim   = 'd'
+	prefixEvent   = 'e'
+)
+
+// maxIDLen is the longest ID the schema is built for; longer keys are rejected
+// when decoding, as corrupt.
+const maxIDLen = 128
+
+// ErrCorrupt is wrapped by errors about stored bytes that do not decode.
+var ErrCorrupt = errors.New("store: corrupt record")
+
+// CounterKey is the Badger key of counter k.
+func CounterKey(k crdt.Key) []byte {
+	b := make([]byte, 0, 2+len(k.Video)+len(k.Event))
+	b = append(b, prefixCounter)
+	b = append(b, k.Video...)
+	b = append(b, 0)
+	return append(b, k.Event...)
+}
+
+// ParseCounterKey is the inverse of CounterKey.
+func ParseCounterKey(b []byte) (crdt.Key, error) {
+	if len(b) < 4 || b[0] != prefixCounter {
+		return crdt.Key{}, fmt.Errorf("%w: counter key %q", ErrCorrupt, b)
+	}
+	video, event, ok := bytes.Cut(b[1:], []byte{0})
+	if !ok || len(video) == 0 || len(event) == 0 || len(video) > maxIDLen || len(event) > maxIDLen {
+		return crdt.Key{}, fmt.Errorf("%w: counter key %q", ErrCorrupt, b)
+	}
+	return crdt.Key{Video: string(video), Event: string(event)}, nil
+}
+
+// CounterMutation is the write that stores state c for key k.
+func CounterMutation(k crdt.Key, c crdt.PNCounter) (Mutation, error) {
+	v, err := c.MarshalBinary()
+	if err != nil {
+		return Mutation{}, fmt.Errorf("encode counter %s: %w", k, err)
+	}
+	return Mutation{Key: CounterKey(k), Value: v}, nil
+}
+
+// Counter reads the stored state of k; ok is false if it has none.
+func (s *Store) Counter(k crdt.Key) (c crdt.PNCounter, ok bool, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(CounterKey(k))
+		if err != nil {
+			return err
+		}
+		return item.Value(c.UnmarshalBinary)
+	})
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return crdt.PNCounter{}, false, nil
+	case err != nil:
+		return crdt.PNCounter{}, false, fmt.Errorf("read counter %s: %w", k, err)
+	}
+	return c, true, nil
+}
+
+// ForEachCounter calls fn for every stored counter, in key order, until fn
+// returns an error.
+func (s *Store) ForEachCounter(fn func(crdt.Key, crdt.PNCounter) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixCounter}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			k, err := ParseCounterKey(item.Key())
+			if err != nil {
+				return err
+			}
+			var c crdt.PNCounter
+			if err := item.Value(c.UnmarshalBinary); err != nil {
+				return fmt.Errorf("decode counter %s: %w", k, err)
+			}
+			if err := fn(k, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ClaimKey names a dedup claim: one user's view of one video in one window.
+type ClaimKey struct {
+	Video  string
+	User   string
+	Window uint64 // window index: ingest unix ms / window length
+}
+
+// Claim records which replica counted a view, and when.
+type Claim struct {
+	Replica  crdt.ReplicaID
+	IngestMs int64
+}
+
+func (k ClaimKey) bytes() []byte {
+	b := make([]byte, 0, 11+len(k.Video)+len(k.User))
+	b = append(b, prefixClaim)
+	b = append(b, k.Video...)
+	b = append(b, 0)
+	b = append(b, k.User...)
+	b = append(b, 0)
+	return binary.BigEndian.AppendUint64(b, k.Window)
+}
+
+// ClaimMutation is the write that stores claim c under k until ttl passes.
+func ClaimMutation(k ClaimKey, c Claim, ttl time.Duration) Mutation {
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(c.Replica))
+	v = binary.BigEndian.AppendUint64(v, uint64(c.IngestMs))
+	return Mutation{Key: k.bytes(), Value: v, TTL: ttl}
+}
+
+// Claim reads the claim stored under k; ok is false if there is none (or it expired).
+func (s *Store) Claim(k ClaimKey) (c Claim, ok bool, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(k.bytes())
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 16 {
+				return fmt.Errorf("%w: claim of %d bytes", ErrCorrupt, len(v))
+			}
+			c = Claim{Replica: crdt.ReplicaID(binary.BigEndian.Uint64(v)), IngestMs: int64(binary.BigEndian.Uint64(v[8:]))}
+			return nil
+		})
+	})
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return Claim{}, false, nil
+	case err != nil:
+		return Claim{}, false, fmt.Errorf("read claim %s/%s/%d: %w", k.Video, k.User, k.Window, err)
+	}
+	return c, true, nil
+}
+
+// Fate says what became of an event.
+type Fate uint8
+
+// Fates of an event, as kept in the raw event log.
+const (
+	FateCounted     Fate = 1 // counted in this replica's slot
+	FateDuplicate   Fate = 2 // a repeat inside the dedup window; not counted
+	FateRateLimited Fate = 3 // over a per-user or per-IP rate limit; not counted
+)
+
+// String names the fate as the HTTP API reports it.
+func (f Fate) String() string {
+	switch f {
+	case FateCounted:
+		return "counted"
+	case FateDuplicate:
+		return "duplicate"
+	case FateRateLimited:
+		return "rate_limited"
+	}
+	return fmt.Sprintf("fate(%d)", uint8(f))
+}
+
+// Event is one accepted event in the raw event log.
+type Event struct {
+	Video    string         `msgpack:"v"`
+	Event    string         `msgpack:"e"`
+	User     string         `msgpack:"u"`
+	ClientMs int64          `msgpack:"ct"` // the client's timestamp, kept but never trusted
+	IngestMs int64          `msgpack:"it"` // this node's clock at ingest
+	Replica  crdt.ReplicaID `msgpack:"r"`
+	Fate     Fate           `msgpack:"f"`
+}
+
+// EventMutation is the write that logs ev under a unique key until ttl passes.
+// seq must be unique per replica and millisecond.
+func EventMutation(ev Event, seq uint64, ttl time.Duration) (Mutation, error) {
+	k := make([]byte, 0, 25)
+	k = append(k, prefixEvent)
+	k = binary.BigEndian.AppendUint64(k, uint64(ev.IngestMs))
+	k = binary.BigEndian.AppendUint64(k, uint64(ev.Replica))
+	k = binary.BigEndian.AppendUint64(k, seq)
+	v, err := msgpack.Marshal(&ev)
+	if err != nil {
+		return Mutation{}, fmt.Errorf("encode event: %w", err)
+	}
+	return Mutation{Key: k, Value: v, TTL: ttl}, nil
+}
+
+// ForEachEvent calls fn for every logged event with fromMs ≤ IngestMs < toMs,
+// in ingest order, until fn returns an error.
+func (s *Store) ForEachEvent(fromMs, toMs int64, fn func(Event) error) error {
+	start := binary.BigEndian.AppendUint64([]byte{prefixEvent}, uint64(max(fromMs, 0)))
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixEvent}})
+		defer it.Close()
+		for it.Seek(start); it.Valid(); it.Next() {
+			item := it.Item()
+			if len(item.Key()) != 25 {
+				return fmt.Errorf("%w: event key of %d bytes", ErrCorrupt, len(item.Key()))
+			}
+			if int64(binary.BigEndian.Uint64(item.Key()[1:])) >= toMs {
+				return nil
+			}
+			var ev Event
+			if err := item.Value(func(v []byte) error { return decodeEvent(v, &ev) }); err != nil {
+				return err
+			}
+			if err := fn(ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func decodeEvent(v []byte, ev *Event) error {
+	// Event has only scalars and short strings, no slices: msgpack v5 reads
+	// strings in chunks of at most 1 MiB, so with the input capped here a
+	// hostile length header costs at most one such chunk before io.ErrUnexpectedEOF.
+	if len(v) > 4*maxIDLen+128 {
+		return fmt.Errorf("%w: event of %d bytes", ErrCorrupt, len(v))
+	}
+	if err := msgpack.Unmarshal(v, ev); err != nil {
+		return fmt.Errorf("%w: event: %v", ErrCorrupt, err)
+	}
+	return nil
+}

@@ -1,0 +1,253 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/tallyhq/tally/crdt"
+)
+
+// formatVersion is the on-disk schema version this code writes and reads.
+const formatVersion = 1
+
+// Options configures a Store.
+type Options struct {
+	// Dir is the data directory. Ignored when InMemory is set.
+	Dir string
+	// InMemory keeps everything in RAM (tests and the simulator); nothing survives Close.
+	InMemory bool
+	// CacheBytes is Badger's block cache size in bytes. Small by default: tally
+	// keeps hot state in its own memory and shares a 2-core machine with its load.
+	CacheBytes int64
+	// MemTableBytes is the size of one Badger memtable in bytes.
+	MemTableBytes int64
+	// Logger receives Badger's warnings and errors. Nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultOptions returns small-memory options for a store in dir: two 16 MiB
+// memtables, a 16 MiB block cache, two compactors, Snappy off (values are
+// small msgpack and compress poorly).
+func DefaultOptions(dir string) Options {
+	return Options{
+		Dir:           dir,
+		CacheBytes:    16 << 20,
+		MemTableBytes: 16 << 20,
+	}
+}
+
+// InMemoryOptions returns options for a RAM-only store, for tests.
+func InMemoryOptions() Options {
+	o := DefaultOptions("")
+	o.InMemory = true
+	return o
+}
+
+// Store is tally's Badger database.
+type Store struct {
+	db *badger.DB
+}
+
+// Open opens (creating if needed) the store described by o.
+func Open(o Options) (*Store, error) {
+	bo := badger.DefaultOptions(o.Dir).
+		WithInMemory(o.InMemory).
+		WithSyncWrites(false). // the Committer syncs once per batch
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(o.MemTableBytes).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(o.CacheBytes).
+		WithIndexCacheSize(8 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(1 << 10).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithCompression(options.None).
+		WithMetricsEnabled(false).
+		WithLogger(badgerLogger{o.Logger})
+	if o.InMemory {
+		bo = bo.WithDir("").WithValueDir("")
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open badger at %q: %w", o.Dir, err)
+	}
+	s := &Store{db: db}
+	if err := s.checkFormat(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database. Callers stop their Committer first.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close badger: %w", err)
+	}
+	return nil
+}
+
+// Sync forces everything written so far to stable storage.
+func (s *Store) Sync() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync badger: %w", err)
+	}
+	return nil
+}
+
+// Size reports Badger's LSM and value-log sizes in bytes.
+func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
+
+var (
+	metaReplica = metaKey("replica")
+	metaDirty   = metaKey("dirty")
+	metaFormat  = metaKey("format")
+)
+
+func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
+
+func (s *Store) checkFormat() error {
+	v, ok, err := s.getUint64(metaFormat)
+	if err != nil {
+		return fmt.Errorf("read format version: %w", err)
+	}
+	if ok && v > formatVersion {
+		return fmt.Errorf("data directory has format %d, this tally reads up to %d", v, formatVersion)
+	}
+	if !ok {
+		return s.setSync(metaFormat, binary.BigEndian.AppendUint64(nil, formatVersion))
+	}
+	return nil
+}
+
+// Identity is what a node learns about itself when it opens its store.
+type Identity struct {
+	Replica crdt.ReplicaID
+	// Previous is the replica ID the node had before, if it had to take a new one.
+	Previous crdt.ReplicaID
+	// Reason says why a new replica ID was taken: "new data directory" or
+	// "unclean shutdown with async durability"; empty if the old one was kept.
+	Reason string
+}
+
+// OpenIdentity loads this node's replica ID, taking a fresh random one for a
+// new data directory or after an async run that did not shut down cleanly.
+// With async set it then marks the directory dirty (durably) until
+// MarkClean is called at a clean shutdown.
+func (s *Store) OpenIdentity(async bool) (Identity, error) {
+	old, haveOld, err := s.getUint64(metaReplica)
+	if err != nil {
+		return Identity{}, fmt.Errorf("read replica id: %w", err)
+	}
+	_, dirty, err := s.getUint64(metaDirty)
+	if err != nil {
+		return Identity{}, fmt.Errorf("read dirty marker: %w", err)
+	}
+	id := Identity{Replica: crdt.ReplicaID(old)}
+	switch {
+	case !haveOld:
+		id.Reason = "new data directory"
+	case dirty:
+		id.Previous, id.Reason = crdt.ReplicaID(old), "unclean shutdown with async durability"
+	}
+	if id.Reason != "" {
+		if id.Replica, err = newReplicaID(crdt.ReplicaID(old)); err != nil {
+			return Identity{}, err
+		}
+		if err := s.setSync(metaReplica, binary.BigEndian.AppendUint64(nil, uint64(id.Replica))); err != nil {
+			return Identity{}, fmt.Errorf("store replica id: %w", err)
+		}
+	}
+	if async {
+		err = s.setSync(metaDirty, binary.BigEndian.AppendUint64(nil, 1))
+	} else if dirty {
+		err = s.deleteSync(metaDirty)
+	}
+	if err != nil {
+		return Identity{}, fmt.Errorf("update dirty marker: %w", err)
+	}
+	return id, nil
+}
+
+// MarkClean records that everything acknowledged is durable, so the next start
+// may keep the replica ID. Call it after the Committer has stopped.
+func (s *Store) MarkClean() error {
+	if err := s.deleteSync(metaDirty); err != nil {
+		return fmt.Errorf("clear dirty marker: %w", err)
+	}
+	return nil
+}
+
+func newReplicaID(not crdt.ReplicaID) (crdt.ReplicaID, error) {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("generate replica id: %w", err)
+		}
+		if id := crdt.ReplicaID(binary.BigEndian.Uint64(b[:])); id != 0 && id != not {
+			return id, nil
+		}
+	}
+}
+
+func (s *Store) getUint64(key []byte) (uint64, bool, error) {
+	var v uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		return item.Value(func(b []byte) error {
+			if len(b) != 8 {
+				return fmt.Errorf("key %q: value of %d bytes, want 8", key, len(b))
+			}
+			v = binary.BigEndian.Uint64(b)
+			return nil
+		})
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	return v, err == nil, err
+}
+
+func (s *Store) setSync(key, val []byte) error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
+		return err
+	}
+	return s.db.Sync()
+}
+
+func (s *Store) deleteSync(key []byte) error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
+		return err
+	}
+	return s.db.Sync()
+}
+
+// badgerLogger adapts slog to Badger's logger; Badger's info chatter is dropped.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Error("badger: " + fmt.Sprintf(f, a...))
+	}
+}
+
+func (b badgerLogger) Warningf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Warn("badger: " + fmt.Sprintf(f, a...))
+	}
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}

@@ -21,9 +21,16 @@ command -v curl >/dev/null || { echo "bench: curl is required" >&2; exit 1; }
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tally-bench.XXXXXX")"
 SERVER_PID=""
+LOAD_PID=""
+LOAD_OUT=""
 
 cleanup() {
 	local status=$?
+	if [[ -n "$LOAD_PID" ]] && kill -0 "$LOAD_PID" 2>/dev/null; then
+		kill -TERM "$LOAD_PID" 2>/dev/null || true # it stops at once, reporting what it did
+		wait "$LOAD_PID" 2>/dev/null || true
+		cat "$LOAD_OUT" 2>/dev/null || true
+	fi
 	if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
 		kill -TERM "$SERVER_PID" 2>/dev/null || true
 		local waited=0
@@ -88,12 +95,18 @@ bench() {
 	local label=$1
 	shift
 	local out="$TMP/result.${#LABELS[@]}"
+	LOAD_OUT=$out
 	echo
 	echo "== $label: tally load $*"
-	if ! "$TMP/tally" load --target "$BASE" --duration "$DURATION" "$@" >"$out"; then
+	# In the background so that a signal to this script is handled at once
+	# (bash runs traps only between foreground commands); cleanup stops it.
+	"$TMP/tally" load --target "$BASE" --duration "$DURATION" "$@" >"$out" &
+	LOAD_PID=$!
+	if ! wait "$LOAD_PID"; then
 		echo "bench: $label: load reported failures" >&2
 		failed=1
 	fi
+	LOAD_PID=""
 	cat "$out"
 	LABELS+=("$label")
 }

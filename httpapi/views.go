@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,8 +39,18 @@ type countResponse struct {
 	LastUpdated *string `json:"lastUpdated"` // RFC 3339 UTC, null if never viewed
 }
 
+// videoParam is the path's videoId, percent-decoded (echo hands it over
+// still escaped when the path had escapes, as encodeURIComponent makes them).
+func videoParam(c echo.Context) string {
+	v := c.Param("videoId")
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v // an invalid escape stays as sent and fails ID validation
+}
+
 func (s *Server) postView(c echo.Context) error {
-	video := c.Param("videoId")
+	video := videoParam(c)
 	if err := region.CheckID(region.CodeInvalidVideoID, "videoId", video); err != nil {
 		return err
 	}
@@ -72,7 +83,7 @@ func (s *Server) postView(c echo.Context) error {
 }
 
 func (s *Server) getViews(c echo.Context) error {
-	video := c.Param("videoId")
+	video := videoParam(c)
 	cnt, err := s.node.Views(video)
 	if err != nil {
 		return err

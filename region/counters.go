@@ -19,6 +19,10 @@ type counterTable struct {
 
 	dirtyMu sync.Mutex      // protects dirty
 	dirty   []*counterEntry // entries with increments not yet handed to a batch
+
+	// onDurable, if set, is called on the commit goroutine with the keys whose
+	// durable state a batch advanced (replication ships only durable state).
+	onDurable func([]crdt.Key)
 }
 
 type counterShard struct {
@@ -162,14 +166,38 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 			}
 			return
 		}
+		var changed []crdt.Key
 		for _, s := range snaps {
 			s.e.mu.Lock()
-			s.e.durable.Merge(s.state)
+			if s.e.durable.Merge(s.state) {
+				changed = append(changed, s.e.key)
+			}
 			s.e.publish()
 			s.e.mu.Unlock()
 		}
+		if t.onDurable != nil && len(changed) > 0 {
+			t.onDurable(changed)
+		}
 	}
 	return dst, after, encErr
+}
+
+// merge folds a remote state into e and queues e for the next batch if that
+// changed anything; it reports whether it did.
+func (t *counterTable) merge(e *counterEntry, st crdt.PNCounter) bool {
+	e.mu.Lock()
+	changed := e.live.Merge(st)
+	queue := changed && e.markDirtyLocked()
+	e.mu.Unlock()
+	t.enqueue(queue, e)
+	return changed
+}
+
+// durableState returns a copy of e's durable state.
+func (e *counterEntry) durableState() crdt.PNCounter {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.durable.Clone()
 }
 
 func (t *counterTable) requeue(e *counterEntry) {

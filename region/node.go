@@ -38,8 +38,9 @@ type Node struct {
 	counters *counterTable
 	claims   *claimTable
 	users    *keyedLimiter
-	ips      *keyedLimiter // nil when per-IP limiting is off
-	eventSeq atomic.Uint64 // unique suffix of raw event keys
+	ips      *keyedLimiter              // nil when per-IP limiting is off
+	eventSeq atomic.Uint64              // unique suffix of raw event keys
+	repl     atomic.Pointer[replicator] // nil unless EnableReplication was called
 
 	failed    atomic.Bool // a batch failed to persist: not ready any more
 	closeOnce sync.Once
@@ -107,6 +108,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	startMs := n.now().UnixMilli()
 	n.claims = newClaimTable(uint64(startMs / n.windowMs))
+	n.counters.onDurable = n.replicateDurable
 	n.eventSeq.Store(uint64(time.Now().UnixNano()))
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,
@@ -161,6 +163,7 @@ func (n *Node) observeBatch(st store.BatchStats) {
 	if n.cfg.Observer != nil {
 		n.cfg.Observer.Batch(st)
 	}
+	n.flushAcks()
 }
 
 // RecordView ingests one view. It returns an *InputError for invalid input,

@@ -2,9 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // testTimeout bounds every wait in these tests: generous, so that a slow,
@@ -63,4 +66,21 @@ func write(t *testing.T, s *Store, muts ...Mutation) {
 	if err := c.Close(); err != nil {
 		t.Fatalf("committer Close: %v", err)
 	}
+}
+
+// get reads a raw key.
+func (s *Store) get(key []byte) ([]byte, bool, error) {
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	return v, err == nil, err
 }

@@ -11,6 +11,7 @@ const usage = `tally: a multi-region, active-active view counter
 Usage:
   tally serve [flags]   run a node (HTTP API on --http, data in --data)
   tally load  [flags]   closed-loop HTTP load generator against a tally node
+  tally cluster [flags] a local multi-region cluster of real tally serve processes
   tally help            this text
 
 Run "tally COMMAND -h" for the flags of a command.
@@ -23,6 +24,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "cluster":
+		return runCluster(ctx, args[1:], stdout, stderr)
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "load":

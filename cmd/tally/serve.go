@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/tallyhq/tally/httpapi"
 	"github.com/tallyhq/tally/region"
@@ -33,6 +34,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Float64Var(&cfg.IPRate, "ip-rate", cfg.IPRate, "views per second one client IP may make (0: no per-IP limit)")
 	fs.IntVar(&cfg.IPBurst, "ip-burst", cfg.IPBurst, "burst size (views) of --ip-rate")
 	fs.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "writes that may wait for the next group commit before ingest sheds with 503")
+	var cl clusterFlags
+	fs.StringVar(&cl.nodeName, "node-name", "", "this node's unique name in the cluster (default: region-hostname-httpport)")
+	fs.StringVar(&cl.gossip, "gossip", "", "Serf gossip address host:port; empty runs a single node without replication")
+	fs.StringVar(&cl.advertise, "advertise", "", "gossip address other nodes reach this one at (default: --gossip)")
+	fs.StringVar(&cl.repl, "repl", "127.0.0.1:7947", "replication listen address host:port (with --gossip)")
+	fs.StringVar(&cl.join, "join", "", "comma-separated gossip addresses of existing members to join")
+	fs.StringVar(&cl.secret, "cluster-secret", "", "shared secret authenticating replication frames, ≥16 bytes (or env TALLY_CLUSTER_SECRET)")
+	fs.StringVar(&cl.gossipKey, "gossip-key", "", "base64 Serf encryption key, 16/24/32 bytes (or env TALLY_GOSSIP_KEY); empty: gossip in clear")
+	fs.DurationVar(&cl.syncInterval, "sync-interval", 100*time.Millisecond, "how often replication ships deltas and heartbeats to each peer")
 	inMemory := fs.Bool("in-memory", false, "keep all state in RAM (testing only: nothing survives a restart)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -58,14 +68,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "tally serve: %v\n", err)
 		return 2
 	}
-	if err := serve(ctx, cfg, *httpAddr, stdout, log); err != nil {
+	if err := cl.resolve(cfg.Region, *httpAddr); err != nil {
+		fmt.Fprintf(stderr, "tally serve: %v\n", err)
+		return 2
+	}
+	if err := serve(ctx, cfg, cl, *httpAddr, stdout, log); err != nil {
 		log.Error("tally serve stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(ctx context.Context, cfg region.Config, httpAddr string, stdout io.Writer, log *slog.Logger) error {
+func serve(ctx context.Context, cfg region.Config, cl clusterFlags, httpAddr string, stdout io.Writer, log *slog.Logger) error {
 	metrics := httpapi.NewMetrics()
 	cfg.Observer = metrics
 	node, err := region.Open(cfg)
@@ -76,12 +90,23 @@ func serve(ctx context.Context, cfg region.Config, httpAddr string, stdout io.Wr
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen on %s: %w", httpAddr, err), node.Close())
 	}
+	var leave func() error
+	if cl.gossip != "" {
+		if leave, err = joinCluster(ctx, node, cfg, cl, ln.Addr().String(), log); err != nil {
+			return errors.Join(err, ln.Close(), node.Close())
+		}
+	}
 	id := node.Identity()
 	log.Info("tally serving", "http", ln.Addr().String(), "region", cfg.Region, "replica", id.Replica.String(),
 		"data", cfg.DataDir, "durability", cfg.Durability)
 	fmt.Fprintf(stdout, "tally: listening on http://%s\n", ln.Addr())
 	srv := httpapi.New(node, httpapi.Options{Logger: log, Metrics: metrics})
 	serveErr := srv.Serve(ctx, ln)
+	if leave != nil {
+		if err := leave(); err != nil {
+			log.Warn("leave cluster", "err", err)
+		}
+	}
 	closeErr := node.Close()
 	if closeErr == nil {
 		log.Info("tally stopped cleanly; every acknowledged write is on disk")

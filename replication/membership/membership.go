@@ -30,6 +30,7 @@ const (
 	TagRegion   = "tally.region"
 	TagRepl     = "tally.repl"
 	TagHTTP     = "tally.http"
+	TagReplica  = "tally.replica"
 	TagProtocol = "tally.proto"
 	// protocolVersion is the replication protocol this code speaks.
 	protocolVersion = "1"
@@ -54,6 +55,7 @@ type Member struct {
 	Region   string
 	ReplAddr string // host:port of its replication transport
 	HTTPAddr string // host:port of its HTTP API
+	Replica  string // its current replica ID (16 hex digits), to attribute counts to regions
 	Status   Status
 }
 
@@ -65,8 +67,8 @@ type Config struct {
 	BindAddr string
 	// AdvertiseAddr, if set, is the host:port other members reach us at.
 	AdvertiseAddr string
-	// Region, ReplAddr and HTTPAddr are advertised in our tags.
-	Region, ReplAddr, HTTPAddr string
+	// Region, ReplAddr, HTTPAddr and Replica are advertised in our tags.
+	Region, ReplAddr, HTTPAddr, Replica string
 	// GossipKey encrypts gossip (16, 24 or 32 bytes); nil leaves it clear.
 	GossipKey []byte
 	// LAN selects memberlist's LAN timings; otherwise loopback-tuned local
@@ -92,7 +94,7 @@ type Membership struct {
 // changes. Call Join to contact existing members.
 func Start(cfg Config, onChange func([]Member)) (*Membership, error) {
 	tags := map[string]string{
-		TagRegion: cfg.Region, TagRepl: cfg.ReplAddr, TagHTTP: cfg.HTTPAddr, TagProtocol: protocolVersion,
+		TagRegion: cfg.Region, TagRepl: cfg.ReplAddr, TagHTTP: cfg.HTTPAddr, TagReplica: cfg.Replica, TagProtocol: protocolVersion,
 	}
 	if n := tagSize(tags); n > maxTagBytes {
 		return nil, fmt.Errorf("membership: tags take %d bytes, Serf allows %d", n, maxTagBytes)
@@ -250,7 +252,7 @@ func fromSerf(sm serf.Member) (Member, bool) {
 	default:
 		return Member{}, false
 	}
-	return Member{Name: sm.Name, Region: sm.Tags[TagRegion], ReplAddr: sm.Tags[TagRepl], HTTPAddr: sm.Tags[TagHTTP], Status: st}, true
+	return Member{Name: sm.Name, Region: sm.Tags[TagRegion], ReplAddr: sm.Tags[TagRepl], HTTPAddr: sm.Tags[TagHTTP], Replica: sm.Tags[TagReplica], Status: st}, true
 }
 
 func splitHostPort(addr string) (string, int, error) {

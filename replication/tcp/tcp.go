@@ -123,8 +123,8 @@ type Transport struct {
 	wg     sync.WaitGroup
 	stop   chan struct{}
 
-	framesSent, bytesSent, framesRecv, bytesRecv atomic.Uint64
-	dropped, dialFailures, authFailures, oversize  atomic.Uint64
+	framesSent, bytesSent, framesRecv, bytesRecv  atomic.Uint64
+	dropped, dialFailures, authFailures, oversize atomic.Uint64
 }
 
 // Listen starts a transport. handler is called, from the connection's

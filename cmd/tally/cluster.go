@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// runCluster is `tally cluster`: a local multi-region cluster of real
+// `tally serve` processes on loopback, until ctx ends.
+func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tally cluster", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	regions := fs.Int("regions", 3, "number of regions")
+	nodes := fs.Int("nodes", 1, "nodes per region")
+	dir := fs.String("dir", "", "folder for the nodes' data directories (default: a new temporary folder)")
+	basePort := fs.Int("base-port", 0, "first port to use (each node takes 3 consecutive ports); 0 picks free ports")
+	extra := fs.String("serve-flags", "", "extra flags passed to every tally serve, space separated")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *regions < 1 || *regions > 26 || *nodes < 1 || *nodes > 16 {
+		fmt.Fprintln(stderr, "tally cluster: want 1-26 regions and 1-16 nodes per region")
+		return 2
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "tally cluster: find own binary: %v\n", err)
+		return 1
+	}
+	if *dir == "" {
+		if *dir, err = os.MkdirTemp("", "tally-cluster-"); err != nil {
+			fmt.Fprintf(stderr, "tally cluster: %v\n", err)
+			return 1
+		}
+	}
+	c, err := startCluster(ctx, clusterSpec{
+		Exe: exe, Dir: *dir, Regions: *regions, Nodes: *nodes, BasePort: *basePort,
+		Extra: strings.Fields(*extra), Log: stderr,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "tally cluster: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "tally cluster: %d regions × %d nodes, data under %s\n", *regions, *nodes, *dir)
+	for _, n := range c.Nodes {
+		fmt.Fprintf(stdout, "  region %-8s node %-12s http://%s  (pid %d)\n", n.Region, n.Name, n.HTTP, n.Pid())
+	}
+	fmt.Fprintln(stdout, "Ctrl-C stops every node.")
+	<-ctx.Done()
+	c.Stop(20 * time.Second)
+	fmt.Fprintln(stdout, "tally cluster: stopped")
+	return 0
+}
+
+// clusterSpec describes a local cluster.
+type clusterSpec struct {
+	Exe      string // the tally binary
+	Dir      string
+	Regions  int
+	Nodes    int
+	BasePort int
+	Extra    []string  // more tally serve flags
+	Log      io.Writer // where the nodes' stderr goes; nil discards
+}
+
+// localCluster is a set of running tally serve processes.
+type localCluster struct {
+	spec   clusterSpec
+	secret string
+	key    string
+	Nodes  []*clusterNode
+}
+
+// clusterNode is one tally serve process of a local cluster.
+type clusterNode struct {
+	Region, Name       string
+	HTTP, Gossip, Repl string
+	Data               string
+	mu                 sync.Mutex // protects cmd
+	cmd                *exec.Cmd
+	exited             chan struct{}
+}
+
+// regionName names region i: us, eu, ap, then r3, r4, ...
+func regionName(i int) string {
+	if names := []string{"us", "eu", "ap"}; i < len(names) {
+		return names[i]
+	}
+	return fmt.Sprintf("r%d", i)
+}
+
+func startCluster(ctx context.Context, spec clusterSpec) (*localCluster, error) {
+	secret, key := make([]byte, 32), make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	c := &localCluster{spec: spec, secret: hex.EncodeToString(secret), key: base64.StdEncoding.EncodeToString(key)}
+	port := spec.BasePort
+	next := func() (string, error) {
+		if spec.BasePort == 0 {
+			return freePort()
+		}
+		port++
+		return fmt.Sprintf("127.0.0.1:%d", port-1), nil
+	}
+	for r := 0; r < spec.Regions; r++ {
+		for i := 0; i < spec.Nodes; i++ {
+			n := &clusterNode{Region: regionName(r), Name: fmt.Sprintf("%s-%d", regionName(r), i+1)}
+			var err error
+			for _, p := range []*string{&n.HTTP, &n.Gossip, &n.Repl} {
+				if *p, err = next(); err != nil {
+					return nil, err
+				}
+			}
+			n.Data = filepath.Join(spec.Dir, n.Name)
+			c.Nodes = append(c.Nodes, n)
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := c.Start(ctx, n); err != nil {
+			c.Stop(10 * time.Second)
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Start (re)starts node n and waits until it serves HTTP.
+func (c *localCluster) Start(ctx context.Context, n *clusterNode) error {
+	args := []string{"serve",
+		"--region", n.Region, "--node-name", n.Name, "--data", n.Data,
+		"--http", n.HTTP, "--gossip", n.Gossip, "--repl", n.Repl,
+		"--cluster-secret", c.secret, "--gossip-key", c.key,
+	}
+	if first := c.Nodes[0]; first != n {
+		args = append(args, "--join", first.Gossip)
+	} else if len(c.Nodes) > 1 {
+		args = append(args, "--join", c.Nodes[1].Gossip) // rejoin the others after a restart
+	}
+	args = append(args, c.spec.Extra...)
+	cmd := exec.Command(c.spec.Exe, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if c.spec.Log != nil {
+		cmd.Stderr = &prefixWriter{prefix: "[" + n.Name + "] ", w: c.spec.Log}
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", n.Name, err)
+	}
+	exited := make(chan struct{})
+	n.mu.Lock()
+	n.cmd, n.exited = cmd, exited
+	n.mu.Unlock()
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		signalled := false
+		for sc.Scan() {
+			if !signalled && strings.HasPrefix(sc.Text(), "tally: listening on ") {
+				close(ready)
+				signalled = true
+			}
+		}
+		cmd.Wait()
+		close(exited)
+	}()
+	deadline := time.NewTimer(60 * time.Second)
+	defer deadline.Stop()
+	select {
+	case <-ready:
+		return nil
+	case <-exited:
+		return fmt.Errorf("%s exited during start (see its log)", n.Name)
+	case <-deadline.C:
+		n.Kill()
+		return fmt.Errorf("%s did not start within 60s", n.Name)
+	case <-ctx.Done():
+		n.Kill()
+		return ctx.Err()
+	}
+}
+
+// Pid is the node's process ID, 0 if not running.
+func (n *clusterNode) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+// Kill sends SIGKILL to the node (a crash) and waits for it to exit.
+func (n *clusterNode) Kill() { n.signal(syscall.SIGKILL, 30*time.Second) }
+
+// Terminate sends SIGTERM and waits up to grace, then SIGKILL.
+func (n *clusterNode) Terminate(grace time.Duration) {
+	if !n.signal(syscall.SIGTERM, grace) {
+		n.Kill()
+	}
+}
+
+// signal sends sig to the process we started and waits up to wait for it to
+// exit; it reports whether it did.
+func (n *clusterNode) signal(sig syscall.Signal, wait time.Duration) bool {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return true
+	}
+	select {
+	case <-exited:
+		return true
+	default:
+	}
+	cmd.Process.Signal(sig)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-exited:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// Stop terminates every node, gracefully first.
+func (c *localCluster) Stop(grace time.Duration) {
+	var wg sync.WaitGroup
+	for _, n := range c.Nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.Terminate(grace) }()
+	}
+	wg.Wait()
+}
+
+// freePort returns a loopback address whose port was free a moment ago.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// prefixWriter prefixes each line written through it.
+type prefixWriter struct {
+	mu     sync.Mutex // protects w and partial lines
+	prefix string
+	w      io.Writer
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := strings.IndexByte(string(p.buf), '\n')
+		if i < 0 {
+			break
+		}
+		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i])
+		p.buf = p.buf[i+1:]
+	}
+	return len(b), nil
+}

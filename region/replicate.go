@@ -1,0 +1,269 @@
+package region
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tallyhq/tally/crdt"
+	"github.com/tallyhq/tally/replication"
+)
+
+// Transport delivers encoded replication messages to a peer's replication
+// address. It must not block; a dropped message is resent by the protocol.
+type Transport interface {
+	Send(addr string, payload []byte) error
+}
+
+// Peer is another node of the cluster, as membership reports it.
+type Peer struct {
+	Name     string
+	Region   string
+	ReplAddr string
+	HTTPAddr string
+	Replica  crdt.ReplicaID // its current replica ID, if it advertises one
+	Alive    bool
+}
+
+// ReplicationConfig turns on replication for a node.
+type ReplicationConfig struct {
+	// Self is this node's name in the cluster.
+	Self string
+	// Engine tunes the anti-entropy engine; zero fields take its defaults.
+	Engine replication.Config
+	// Transport carries messages to peers.
+	Transport Transport
+}
+
+// replicator wires the deterministic engine to the node.
+type replicator struct {
+	mu        sync.Mutex // protects everything below
+	engine    *replication.Engine
+	transport Transport
+	peers     map[replication.NodeID]Peer
+	acks      []pendingAck // acks to send once their batch is durable
+	sendErrs  uint64
+}
+
+type pendingAck struct {
+	durable <-chan struct{}
+	msg     replication.Message
+}
+
+// nodeSource lets the engine read the node's durable states.
+type nodeSource struct{ n *Node }
+
+// State implements replication.Source.
+func (s nodeSource) State(k crdt.Key) crdt.PNCounter {
+	if e := s.n.counters.lookup(k); e != nil {
+		return e.durableState()
+	}
+	c, _, err := s.n.store.Counter(k)
+	if err != nil {
+		s.n.log.Error("read counter for replication", "key", k.String(), "err", err)
+	}
+	return c
+}
+
+// EnableReplication starts replicating this node's counters. It loads every
+// stored counter into memory (the engine's digests cover all keys). Call it
+// once, before serving.
+func (n *Node) EnableReplication(rc ReplicationConfig) error {
+	cfg := rc.Engine
+	cfg.Self = replication.NodeID(rc.Self)
+	if cfg.Epoch == 0 {
+		cfg.Epoch = uint64(n.now().UnixNano())
+	}
+	eng, err := replication.New(cfg, nodeSource{n})
+	if err != nil {
+		return fmt.Errorf("enable replication: %w", err)
+	}
+	var keys []crdt.Key
+	err = n.store.ForEachCounter(func(k crdt.Key, c crdt.PNCounter) error {
+		n.counters.insert(k, c)
+		keys = append(keys, k)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("enable replication: load counters: %w", err)
+	}
+	r := &replicator{engine: eng, transport: rc.Transport, peers: make(map[replication.NodeID]Peer)}
+	r.mu.Lock()
+	for _, k := range keys {
+		eng.Load(k) // digest only: peers catch up by repair, not by replaying every key
+	}
+	r.mu.Unlock()
+	if !n.repl.CompareAndSwap(nil, r) {
+		return fmt.Errorf("enable replication: already enabled")
+	}
+	return nil
+}
+
+// replicateDurable records keys whose new state is durable in the change log.
+func (n *Node) replicateDurable(keys []crdt.Key) {
+	r := n.repl.Load()
+	if r == nil {
+		return
+	}
+	now := n.now()
+	r.mu.Lock()
+	for _, k := range keys {
+		r.engine.Changed(now, k)
+	}
+	r.mu.Unlock()
+}
+
+// SetPeers tells the node who its peers are (membership changes). Peers not
+// alive are removed from replication until they come back.
+func (n *Node) SetPeers(peers []Peer) {
+	r := n.repl.Load()
+	if r == nil {
+		return
+	}
+	now := n.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := make(map[replication.NodeID]bool)
+	for _, p := range peers {
+		id := replication.NodeID(p.Name)
+		if p.Name == "" || id == r.engine.Config().Self || !p.Alive {
+			continue
+		}
+		seen[id] = true
+		old, had := r.peers[id]
+		r.peers[id] = p
+		if !had || old.ReplAddr != p.ReplAddr {
+			r.engine.AddPeer(now, id)
+		}
+	}
+	for _, id := range sortedPeerIDs(r.peers) {
+		if !seen[id] {
+			delete(r.peers, id)
+			r.engine.RemovePeer(id)
+		}
+	}
+}
+
+// ReplicationTick advances the engine's clock: deltas, heartbeats, retries,
+// periodic repair.
+func (n *Node) ReplicationTick() {
+	r := n.repl.Load()
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n.handleReady(r, r.engine.Tick(n.now()))
+}
+
+// ReplicationReceive handles one encoded message from a peer.
+func (n *Node) ReplicationReceive(payload []byte) error {
+	r := n.repl.Load()
+	if r == nil {
+		return fmt.Errorf("replication is not enabled")
+	}
+	m, err := replication.DecodeMessage(payload)
+	if err != nil {
+		return fmt.Errorf("decode replication message: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rd, err := r.engine.Step(n.now(), m)
+	if err != nil {
+		return fmt.Errorf("replication message from %s: %w", m.From, err)
+	}
+	n.handleReady(r, rd)
+	return nil
+}
+
+// handleReady sends what the engine wants sent and merges what it received.
+// Callers hold r.mu.
+func (n *Node) handleReady(r *replicator, rd replication.Ready) {
+	for _, m := range rd.Messages {
+		n.sendLocked(r, m)
+	}
+	for _, a := range rd.Apply {
+		for _, e := range a.Entries {
+			entry, err := n.entry(e.Key)
+			if err != nil {
+				n.log.Error("apply replicated state", "key", e.Key.String(), "err", err)
+				continue // no ack: the peer resends
+			}
+			n.counters.merge(entry, e.State)
+		}
+		if a.Ack == nil {
+			n.committer.Kick()
+			continue
+		}
+		// The ack promises durability, so it waits for the batch holding
+		// the merged states; flushAcks sends it from the commit goroutine.
+		t, err := n.committer.Submit()
+		if err != nil {
+			continue
+		}
+		r.acks = append(r.acks, pendingAck{durable: t.Done(), msg: *a.Ack})
+	}
+}
+
+// flushAcks sends the acks whose batches are durable. It runs after every
+// group commit.
+func (n *Node) flushAcks() {
+	r := n.repl.Load()
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	kept := r.acks[:0]
+	for _, a := range r.acks {
+		select {
+		case <-a.durable:
+			n.sendLocked(r, a.msg)
+		default:
+			kept = append(kept, a)
+		}
+	}
+	clear(r.acks[len(kept):])
+	r.acks = kept
+}
+
+func (n *Node) sendLocked(r *replicator, m replication.Message) {
+	p, ok := r.peers[m.To]
+	if !ok {
+		return // the peer left; repair catches it up when it is back
+	}
+	b, err := replication.EncodeMessage(m)
+	if err != nil {
+		n.log.Error("encode replication message", "to", string(m.To), "err", err)
+		return
+	}
+	if err := r.transport.Send(p.ReplAddr, b); err != nil {
+		r.sendErrs++
+	}
+}
+
+// RunReplication ticks the engine every interval until ctx ends. The server
+// runs it in a goroutine; the simulator calls ReplicationTick itself.
+func (n *Node) RunReplication(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.ReplicationTick()
+		}
+	}
+}
+
+func sortedPeerIDs(m map[replication.NodeID]Peer) []replication.NodeID {
+	ids := make([]replication.NodeID, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}

@@ -1,0 +1,61 @@
+// Package replication is tally's anti-entropy protocol as a deterministic state
+// machine: delta push along a per-peer cursor into a change log, and digest
+// repair over hash buckets of the key space.
+//
+// The Engine owns no sockets, goroutines or clocks. The caller feeds it
+//
+//   - Changed (a key's new state is durable), Load (a key found on disk at start),
+//   - AddPeer / RemovePeer (membership, e.g. from Serf),
+//   - Step (a message arrived) and Tick (time passed),
+//
+// and gets back a Ready: messages to send over an unreliable network (they may
+// be lost, duplicated or reordered) and remote states to merge. Every input
+// carries the current time; the engine never reads a clock. The same inputs
+// always give the same outputs, byte for byte: maps are never iterated without
+// sorting. This is what lets the server (TCP transport, Serf membership) and
+// the deterministic simulator run the same protocol code.
+//
+// # Protocol
+//
+// Deltas. Every durable change of a key gets the next local sequence number;
+// the change log holds each key once, at its latest sequence. For each peer
+// the engine keeps a cursor, the highest sequence up to which the peer has
+// acknowledged everything (for the peer's current epoch). Every SyncInterval
+// it ships Delta messages carrying the current states of the keys whose
+// latest sequence lies in (FromSeq, ToSeq], up to MaxInflight unacknowledged
+// deltas at a time, each bounded by MaxBatchKeys and MaxBatchBytes. The
+// receiver merges them and, once the merge is durable, acknowledges the range;
+// the cursor advances only over contiguously acknowledged ranges, so a lost
+// delta is resent (after RetryTimeout, with exponential backoff while the peer
+// is silent) and a duplicate is harmless (merge is idempotent). With nothing to
+// ship, a heartbeat Delta (no entries, FromSeq == ToSeq == cursor) tells the
+// peer our log head, from which it measures its replication lag. Merges that
+// change the receiver's state are reported back by its node through Changed,
+// get new local sequence numbers there, and spread on: A→B→C converges even
+// while A and C cannot talk.
+//
+// The change log is bounded by LogCapacity; the oldest keys are dropped. A peer
+// whose cursor falls behind what was dropped can no longer be served from the
+// log and is repaired by digest instead.
+//
+// Repair. The key space is split into Buckets hash buckets; a bucket's sum is
+// the XOR over its keys of a hash of (key, canonical state encoding). The
+// initiator sends its sums in a Digest; the responder answers with RepairData
+// pages (Reply: true) carrying the differing buckets (page 0) and its states of
+// the keys in them; the initiator merges those and sends its own states of the
+// keys in those buckets (Reply: false). Every page with entries is
+// acknowledged after the merge is durable and resent until it is. When all the
+// initiator's pages are acknowledged, the peer holds everything the initiator
+// held when it took the digest, and the cursor jumps to the log head of that
+// moment. Equal digests cost the digest and one empty reply page. Repair runs
+// on AddPeer, every RepairInterval, when a peer's cursor fell out of the log,
+// and when a peer restarted (new epoch).
+//
+// Epochs. Every message names the sender's epoch (its incarnation) and the
+// receiver epoch the sender believes in. Data is merged whatever the epochs
+// (merge is always safe); acknowledgements addressed to another incarnation of
+// ours are ignored; a peer seen with a new epoch gets its cursor reset to 0 and
+// a repair, since it may have lost state it had acknowledged.
+//
+// The Engine is not safe for concurrent use; the caller serialises calls.
+package replication

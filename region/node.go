@@ -182,53 +182,124 @@ func (n *Node) RecordView(ctx context.Context, v View) (Result, error) {
 }
 
 // RecordViews ingests a batch of views with one wait for durability. Invalid
-// views get an *InputError in their Result and are skipped; the error return
-// is for failures of the whole batch (see RecordView).
+// views get an *InputError in their Result, and views whose state could not be
+// read from disk an ErrUnavailable; both are skipped. The error return is for
+// failures of the whole batch (see RecordView); then nothing was counted.
 func (n *Node) RecordViews(ctx context.Context, views []View) ([]Result, error) {
-	now := n.now()
-	nowMs := now.UnixMilli()
-	window := uint64(nowMs / n.windowMs)
-	claimTTL := n.claimTTL(nowMs, window)
-	waitDurable := n.cfg.Durability == DurabilitySync
-
 	results := make([]Result, len(views))
-	muts := make([]store.Mutation, 0, 2*len(views))
-	var claimed []store.ClaimKey
-	var waits []<-chan struct{} // repeats of claims not yet durable
-	// settle releases the won claims whatever happens below.
+	b, err := n.applyViews(views, results)
+	// Release repeats waiting on our claims (possibly in this very batch)
+	// whatever happens next: the claims are final once their batch is.
 	defer func() {
-		for _, k := range claimed {
+		for _, k := range b.claimed {
 			n.claims.settle(k)
 		}
 	}()
+	if err != nil {
+		return nil, err
+	}
+	if n.cfg.Durability == DurabilitySync {
+		if b.submitted {
+			if err := b.ticket.Wait(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil, err
+				}
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+		}
+		for _, k := range b.claimed {
+			n.claims.settle(k)
+		}
+		b.claimed = nil
+		for _, w := range b.waits {
+			select {
+			case <-w:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("wait for the claim of a repeat view: %w", ctx.Err())
+			}
+		}
+	}
+	for i := range results {
+		if e := b.entries[i]; e != nil {
+			if n.cfg.Durability == DurabilitySync {
+				results[i].Count = e.view.Load().value
+			} else {
+				results[i].Count = e.liveValue()
+			}
+		}
+	}
+	return results, nil
+}
 
+// ingestBatch is what applyViews did, for RecordViews to wait on.
+type ingestBatch struct {
+	ticket    store.Ticket
+	submitted bool
+	claimed   []store.ClaimKey  // claims won; settle them when final
+	waits     []<-chan struct{} // claims of repeats, not yet durable
+	entries   []*counterEntry   // per view; nil for a view in error
+}
+
+// applyViews decides the fate of each view, applies the counted ones to
+// memory and submits the claims and raw events, all while holding the next
+// batch open (Committer.Admit): the counters Prepare writes and the claims
+// that counted them land in the same batch.
+func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
+	b := ingestBatch{entries: make([]*counterEntry, len(views))}
+	// Resolve what can fail before anything changes.
+	now := n.now()
+	nowMs := now.UnixMilli()
 	for i, v := range views {
 		if err := n.validate(v, nowMs); err != nil {
 			results[i].Err = err
 			continue
 		}
-		key := crdt.Key{Video: v.Video, Event: EventView}
-		entry, err := n.entry(key)
+		e, err := n.entry(crdt.Key{Video: v.Video, Event: EventView})
 		if err != nil {
-			return nil, err
+			results[i].Err = err
+			continue
+		}
+		b.entries[i] = e
+	}
+	release, err := n.committer.Admit(2 * len(views))
+	switch {
+	case errors.Is(err, store.ErrOverloaded):
+		return b, ErrOverloaded
+	case errors.Is(err, store.ErrClosed):
+		return b, ErrClosed
+	case err != nil:
+		return b, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer release()
+
+	window := uint64(nowMs / n.windowMs)
+	claimTTL := n.claimTTL(nowMs, window)
+	claim := store.Claim{Replica: n.id.Replica, IngestMs: nowMs}
+	muts := make([]store.Mutation, 0, 2*len(views))
+	for i, v := range views {
+		e := b.entries[i]
+		if e == nil {
+			continue
 		}
 		fate := store.FateCounted
 		if !n.users.allow(v.User, now) || (n.ips != nil && v.IP != "" && !n.ips.allow(v.IP, now)) {
 			fate = store.FateRateLimited
 		} else {
 			ck := store.ClaimKey{Video: v.Video, User: v.User, Window: window}
-			cr, err := n.claims.claim(ck, store.Claim{Replica: n.id.Replica, IngestMs: nowMs}, n.store.Claim)
+			cr, err := n.claims.claim(ck, claim, n.store.Claim)
 			if err != nil {
-				return nil, fmt.Errorf("%w: dedup lookup: %v", ErrUnavailable, err)
+				results[i].Err = fmt.Errorf("%w: dedup lookup: %v", ErrUnavailable, err)
+				b.entries[i] = nil
+				continue
 			}
 			if cr.won {
-				claimed = append(claimed, ck)
-				n.counters.increment(entry, n.id.Replica, 1, nowMs)
-				muts = append(muts, store.ClaimMutation(ck, store.Claim{Replica: n.id.Replica, IngestMs: nowMs}, claimTTL))
+				b.claimed = append(b.claimed, ck)
+				n.counters.increment(e, n.id.Replica, 1, nowMs)
+				muts = append(muts, store.ClaimMutation(ck, claim, claimTTL))
 			} else {
 				fate = store.FateDuplicate
 				if cr.synced != nil {
-					waits = append(waits, cr.synced)
+					b.waits = append(b.waits, cr.synced)
 				}
 			}
 		}
@@ -238,59 +309,28 @@ func (n *Node) RecordViews(ctx context.Context, views []View) ([]Result, error) 
 			IngestMs: nowMs, Replica: n.id.Replica, Fate: fate,
 		}, n.eventSeq.Add(1), n.cfg.EventRetention)
 		if err != nil {
-			return nil, err
+			return b, err // unreachable: an Event of strings and integers always encodes
 		}
 		muts = append(muts, ev)
 		if n.cfg.Observer != nil {
 			n.cfg.Observer.Ingested(fate)
 		}
 	}
-	if len(muts) > 0 {
-		ticket, err := n.committer.Submit(muts...)
-		switch {
-		case errors.Is(err, store.ErrOverloaded):
-			return nil, ErrOverloaded
-		case errors.Is(err, store.ErrClosed):
-			return nil, ErrClosed
-		case err != nil:
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		if waitDurable {
-			if err := ticket.Wait(ctx); err != nil {
-				if ctx.Err() != nil {
-					return nil, err
-				}
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-			}
-		}
+	if len(muts) == 0 {
+		return b, nil
 	}
-	// Release repeats waiting on our claims (possibly in this very batch)
-	// before waiting on other requests' claims.
-	for _, k := range claimed {
-		n.claims.settle(k)
+	if b.ticket, err = n.committer.Submit(muts...); err != nil {
+		// Admit holds Close off, so this cannot happen; say so loudly if it does.
+		return b, fmt.Errorf("%w: submit admitted batch: %v", ErrUnavailable, err)
 	}
-	claimed = nil
-	if waitDurable {
-		for _, w := range waits {
-			select {
-			case <-w:
-			case <-ctx.Done():
-				return nil, fmt.Errorf("wait for the claim of a repeat view: %w", ctx.Err())
-			}
+	b.submitted = true
+	if n.cfg.Durability == DurabilityAsync {
+		for _, k := range b.claimed {
+			n.claims.settle(k)
 		}
+		b.claimed = nil
 	}
-	for i, v := range views {
-		if results[i].Err != nil {
-			continue
-		}
-		e := n.counters.lookup(crdt.Key{Video: v.Video, Event: EventView})
-		if waitDurable {
-			results[i].Count = e.view.Load().value
-		} else {
-			results[i].Count = e.liveValue()
-		}
-	}
-	return results, nil
+	return b, nil
 }
 
 // claimTTL is how long a claim made now in window must be kept: to the end of

@@ -123,7 +123,7 @@ func (e *Engine) sendDelta(p *peer, from, to uint64, entries []Entry, size int) 
 }
 
 // heartbeat tells p our log head and what it has acknowledged.
-func (e *Engine) heartbeat(now time.Time, p *peer) {
+func (e *Engine) heartbeat(p *peer) {
 	e.sendDelta(p, p.cursor, p.cursor, nil, 0)
 }
 

@@ -360,7 +360,7 @@ func (e *Engine) tickPeer(now time.Time, p *peer) {
 	fired = e.resendDeltas(now, p) || fired
 	if !now.Before(p.nextSync) {
 		if e.shipDeltas(now, p, false) == 0 {
-			e.heartbeat(now, p)
+			e.heartbeat(p)
 		}
 		p.nextSync = now.Add(e.cfg.SyncInterval)
 	}

@@ -108,7 +108,7 @@ func TestConvergenceProperty(t *testing.T) {
 // TestConvergenceSoak: longer seeded scenarios, disk losses included. The
 // first log line gives the seed; a failure names it.
 func TestConvergenceSoak(t *testing.T) {
-	seeds := 24
+	seeds := 12
 	if testing.Short() {
 		seeds = 4
 	}

@@ -22,12 +22,15 @@ const (
 	KindDelta Kind = iota + 1
 	// KindAck acknowledges a Delta: the sender (the Delta's receiver) durably
 	// holds the states of the range (FromSeq, ToSeq] of the receiver's log.
+	// ToSeq is the acknowledged sequence number; FromSeq lets the receiver
+	// advance its cursor only over contiguous ranges.
 	KindAck
 	// KindDigest opens repair Session: Sums holds one XOR-of-hashes per bucket.
 	KindDigest
 	// KindRepairData is page Page of one side of repair Session. Reply pages
 	// come from the digest's receiver; page 0 of the reply lists the differing
-	// Buckets (in the initiator's bucket space). Final marks the last page.
+	// Buckets (in the initiator's bucket space). Final marks the last page of
+	// a side. Pages with entries are acknowledged; empty ones are not.
 	KindRepairData
 	// KindRepairAck acknowledges RepairData page Page of Session; Reply is
 	// copied from the acknowledged page.

@@ -20,10 +20,10 @@ type Mutation struct {
 
 // Sentinel errors of the Committer.
 var (
-	// ErrOverloaded is returned by Submit when the next batch is already full;
+	// ErrOverloaded is returned by Admit when the next batch is already full;
 	// the caller should shed the request (HTTP 503 with Retry-After).
 	ErrOverloaded = errors.New("store: commit queue full")
-	// ErrClosed is returned by Submit after Close.
+	// ErrClosed is returned by Admit and Submit after Close.
 	ErrClosed = errors.New("store: committer closed")
 )
 
@@ -45,7 +45,7 @@ type CommitterConfig struct {
 	// dirty again.
 	Prepare func(dst []Mutation) ([]Mutation, func(err error))
 	// MaxPending bounds the mutations waiting for the next batch (memory bound
-	// under overload). Default 1,000,000.
+	// under overload), as checked by Admit. Default 1,000,000.
 	MaxPending int
 	// Observe, if set, is called after every batch.
 	Observe func(BatchStats)
@@ -60,6 +60,13 @@ type Committer struct {
 	kick  chan struct{} // capacity 1: "there is work"
 	stop  chan struct{}
 	done  chan struct{}
+
+	// gate makes "change state, then Submit" atomic with respect to cutting a
+	// batch: Admit holds it shared until released; the committer holds it
+	// exclusively while it swaps batches and runs Prepare. So Prepare sees a
+	// state change exactly when the batch also holds the caller's mutations,
+	// and a counter can never become durable before the claim that counted it.
+	gate sync.RWMutex
 
 	mu     sync.Mutex // protects cur and closed
 	cur    *batch     // collecting mutations for the next write
@@ -109,9 +116,32 @@ func NewCommitter(s *Store, cfg CommitterConfig) *Committer {
 	return c
 }
 
+// Admit reserves room for n mutations in the next batch and holds that batch
+// open until release is called: the caller changes the state Prepare reads,
+// calls Submit, then release. It fails with ErrOverloaded when the next batch
+// already holds MaxPending mutations, or ErrClosed. Do not wait for a Ticket
+// before release (the batch cannot be cut while it is held).
+func (c *Committer) Admit(n int) (release func(), err error) {
+	c.gate.RLock()
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		err = ErrClosed
+	case len(c.cur.muts)+n > c.cfg.MaxPending && n > 0:
+		err = ErrOverloaded
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.gate.RUnlock()
+		return nil, err
+	}
+	return c.gate.RUnlock, nil
+}
+
 // Submit adds muts to the next batch. The returned Ticket is released when
 // that batch is durable. Submit with no mutations still gets a ticket for the
 // next batch, which is how a caller waits for state it handed to Prepare.
+// Submit does not check MaxPending; callers that add load call Admit first.
 func (c *Committer) Submit(muts ...Mutation) (Ticket, error) {
 	c.mu.Lock()
 	if c.closed {
@@ -119,10 +149,6 @@ func (c *Committer) Submit(muts ...Mutation) (Ticket, error) {
 		return Ticket{}, ErrClosed
 	}
 	b := c.cur
-	if len(b.muts)+len(muts) > c.cfg.MaxPending && len(muts) > 0 {
-		c.mu.Unlock()
-		return Ticket{}, ErrOverloaded
-	}
 	b.muts = append(b.muts, muts...)
 	b.tickets++
 	c.mu.Unlock()
@@ -151,15 +177,18 @@ func (c *Committer) Flush(ctx context.Context) error {
 // Close writes what is pending, stops the committer and returns the error of
 // that last batch. Later Submits fail with ErrClosed.
 func (c *Committer) Close() error {
+	c.gate.Lock() // wait for admitted callers to Submit
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		c.gate.Unlock()
 		<-c.done
 		return nil
 	}
 	c.closed = true
 	last := c.cur
 	c.mu.Unlock()
+	c.gate.Unlock()
 	close(c.stop)
 	<-c.done
 	return last.err
@@ -175,26 +204,33 @@ func (c *Committer) loop() {
 		case <-c.stop:
 			stopping = true
 		}
+		c.gate.Lock()
 		c.mu.Lock()
 		b := c.cur
 		if !stopping {
 			c.cur = newBatch()
 		}
 		c.mu.Unlock()
-		scratch = c.commit(b, scratch[:0])
+		muts, after := c.prepare(b, scratch[:0])
+		c.gate.Unlock()
+		scratch = c.commit(b, muts, after)
 		if stopping {
 			return
 		}
 	}
 }
 
-// commit writes b plus whatever Prepare adds, syncs, and releases b's tickets.
-func (c *Committer) commit(b *batch, scratch []Mutation) []Mutation {
+// prepare gathers b's mutations and what Prepare adds. The caller holds the gate.
+func (c *Committer) prepare(b *batch, scratch []Mutation) ([]Mutation, func(error)) {
 	muts := append(scratch, b.muts...)
-	after := func(error) {}
-	if c.cfg.Prepare != nil {
-		muts, after = c.cfg.Prepare(muts)
+	if c.cfg.Prepare == nil {
+		return muts, func(error) {}
 	}
+	return c.cfg.Prepare(muts)
+}
+
+// commit writes muts, syncs, and releases b's tickets.
+func (c *Committer) commit(b *batch, muts []Mutation, after func(error)) []Mutation {
 	st := BatchStats{Mutations: len(muts), Tickets: b.tickets}
 	if len(muts) > 0 {
 		start := time.Now()

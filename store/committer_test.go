@@ -36,8 +36,10 @@ func (l *batchLog) totals() (batches, tickets, mutations int, err error) {
 	return len(l.batches), tickets, mutations, err
 }
 
-// gate blocks the commit goroutine inside Prepare on its first call, so that
-// a test controls which submissions land in the next batch.
+// gate blocks the commit goroutine on its first batch, after Prepare (which
+// runs with the admission gate held) and after the write, in the after
+// callback: a test then controls which submissions land in the next batch,
+// and Admit is not blocked meanwhile.
 type gate struct {
 	entered chan struct{} // closed when Prepare is first called
 	release chan struct{} // closed by the test to let it return
@@ -51,15 +53,17 @@ func newGate() *gate {
 func (g *gate) prepare(dst []Mutation) ([]Mutation, func(error)) {
 	first := false
 	g.once.Do(func() { first = true })
-	if first {
+	if !first {
+		return dst, func(error) {}
+	}
+	return dst, func(error) {
 		close(g.entered)
 		<-g.release
 	}
-	return dst, func(error) {}
 }
 
 // blockCommitter submits one mutation and waits until the commit goroutine is
-// held in Prepare with it; every later Submit lands in the next batch.
+// held with its batch; every later Submit lands in the next batch.
 func blockCommitter(t *testing.T, c *Committer, g *gate) Ticket {
 	t.Helper()
 	tk, err := c.Submit(Mutation{Key: []byte("x-first"), Value: []byte("1")})
@@ -319,32 +323,39 @@ func TestCommitterMaxPending(t *testing.T) {
 	c := NewCommitter(s, CommitterConfig{Prepare: g.prepare, MaxPending: 3})
 	t.Cleanup(func() { c.Close() })
 
-	// A submission larger than the bound can never fit.
-	big := []Mutation{{Key: key(1), Value: []byte("v")}, {Key: key(2), Value: []byte("v")}, {Key: key(3), Value: []byte("v")}, {Key: key(4), Value: []byte("v")}}
-	if _, err := c.Submit(big...); !errors.Is(err, ErrOverloaded) {
-		t.Fatalf("Submit of 4 with MaxPending 3: %v, want ErrOverloaded", err)
+	// A submission larger than the bound can never be admitted.
+	if _, err := c.Admit(4); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("Admit(4) with MaxPending 3: %v, want ErrOverloaded", err)
 	}
 
 	first := blockCommitter(t, c, g)
 	m := func(i int) Mutation { return Mutation{Key: key(i), Value: []byte("v")} }
-	t1, err := c.Submit(m(10), m(11))
+	admitSubmit := func(muts ...Mutation) (Ticket, error) {
+		release, err := c.Admit(len(muts))
+		if err != nil {
+			return Ticket{}, err
+		}
+		defer release()
+		return c.Submit(muts...)
+	}
+	t1, err := admitSubmit(m(10), m(11))
 	if err != nil {
-		t.Fatalf("Submit 2 of 3: %v", err)
+		t.Fatalf("2 of 3: %v", err)
 	}
-	if _, err := c.Submit(m(12), m(13)); !errors.Is(err, ErrOverloaded) {
-		t.Fatalf("Submit of 2 more with 2 of 3 pending: %v, want ErrOverloaded", err)
+	if _, err := admitSubmit(m(12), m(13)); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("2 more with 2 of 3 pending: %v, want ErrOverloaded", err)
 	}
-	t2, err := c.Submit(m(14))
+	t2, err := admitSubmit(m(14))
 	if err != nil {
-		t.Fatalf("Submit filling the batch: %v", err)
+		t.Fatalf("filling the batch: %v", err)
 	}
-	if _, err := c.Submit(m(15)); !errors.Is(err, ErrOverloaded) {
-		t.Fatalf("Submit into a full batch: %v, want ErrOverloaded", err)
+	if _, err := admitSubmit(m(15)); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("into a full batch: %v, want ErrOverloaded", err)
 	}
 	// Waiting on the batch needs no room.
-	t3, err := c.Submit()
+	t3, err := admitSubmit()
 	if err != nil {
-		t.Fatalf("empty Submit into a full batch: %v", err)
+		t.Fatalf("empty submission into a full batch: %v", err)
 	}
 
 	close(g.release)
@@ -360,8 +371,70 @@ func TestCommitterMaxPending(t *testing.T) {
 		}
 	}
 	// The next batch has room again.
-	if _, err := c.Submit(m(20), m(21), m(22)); err != nil {
-		t.Fatalf("Submit after the full batch was written: %v", err)
+	if _, err := admitSubmit(m(20), m(21), m(22)); err != nil {
+		t.Fatalf("after the full batch was written: %v", err)
+	}
+}
+
+// Prepare never runs while a caller holds an admission: state changed and
+// submitted under one Admit is seen by Prepare exactly in the batch that
+// holds the submission (or a later one), never in an earlier one.
+func TestCommitterAdmitHoldsBatchCut(t *testing.T) {
+	s := memStore(t)
+	var mu sync.Mutex
+	state, seen := 0, 0 // state is what Prepare reads; seen is the state the last batch wrote
+	var bad []string
+	c := NewCommitter(s, CommitterConfig{Prepare: func(dst []Mutation) ([]Mutation, func(error)) {
+		mu.Lock()
+		defer mu.Unlock()
+		// Every submission of state v carries key "x-v"; the batch that first
+		// sees state v must hold key x-v or an earlier batch did.
+		for v := seen + 1; v <= state; v++ {
+			found := false
+			for _, m := range dst {
+				if bytes.Equal(m.Key, key(v)) {
+					found = true
+				}
+			}
+			if !found {
+				bad = append(bad, fmt.Sprintf("state %d written before its submission", v))
+			}
+		}
+		seen = state
+		return dst, func(error) {}
+	}})
+	t.Cleanup(func() { c.Close() })
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 200 {
+				release, err := c.Admit(1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				state++
+				v := state
+				mu.Unlock()
+				runtime.Gosched() // widen the gap between the change and its Submit
+				_, err = c.Submit(Mutation{Key: key(v), Value: []byte("v")})
+				release()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := c.Flush(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bad) > 0 {
+		t.Fatalf("%d violations, first: %s", len(bad), bad[0])
 	}
 }
 

@@ -5,27 +5,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
-// The tests in this file reproduce known bugs in non-test code. They assert
-// the correct behaviour, fail today, and are skipped unless
-// TALLY_KNOWN_ISSUES=1 is set.
-func knownIssue(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("TALLY_KNOWN_ISSUES") == "" {
-		t.Skip("known issue, set TALLY_KNOWN_ISSUES=1 to reproduce: " + what)
-	}
-}
+// The tests in this file pin bugs found and fixed, so they stay fixed.
 
-// RecordViews increments the counter and wins the claims in memory before
-// Submit; when Submit then fails with ErrOverloaded the caller is told the
-// batch was shed, but the views stay counted (the counter state is written by
-// the next batch's Prepare) while their claims and events are never written.
-// A retry answers "duplicate"; after a restart in the same window a retry
-// counts the view a second time.
-func TestKnownIssueOverloadedViewsAreCounted(t *testing.T) {
-	knownIssue(t, "views refused with ErrOverloaded are counted anyway")
+// Regression: RecordViews used to increment the counter and win the claims in
+// memory before Submit, and when Submit failed with ErrOverloaded the views
+// stayed counted (written by the next batch's Prepare) without their claims.
+// Admission is now decided (Committer.Admit) before anything changes.
+func TestOverloadedViewsAreNotCounted(t *testing.T) {
 	n := openNode(t, func() Config { c := testConfig(newFakeClock(t0)); c.MaxPending = 3; return c }())
 	if _, err := n.RecordViews(testCtx(t), []View{{Video: "v", User: "a"}, {Video: "v", User: "b"}}); !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("RecordViews: %v, want ErrOverloaded", err)
@@ -39,14 +29,14 @@ func TestKnownIssueOverloadedViewsAreCounted(t *testing.T) {
 	}
 }
 
-// The counter state is written coalesced by whichever batch runs Prepare
-// first, which can be a batch before the one holding the view's claim and
-// event: between its increment and its Submit a view's count can become
-// durable (and visible to Views) without its claim. A crash in that gap leaves
-// the count without the claim, and the client's retry (it got no ack) is
-// counted again: two views counted for one.
-func TestKnownIssueCountDurableBeforeClaim(t *testing.T) {
-	knownIssue(t, "a view's count can be durable before its claim")
+// Regression: the counter state is written coalesced by whichever batch runs
+// Prepare first, and that used to be able to be a batch before the one holding
+// the view's claim: between its increment and its Submit a view's count could
+// become durable without its claim, and after a crash the client's retry was
+// counted again. Now no batch can be cut while a view is between its
+// increment and its Submit (Committer.Admit), so a crash at that moment finds
+// neither the count nor the claim on disk.
+func TestCountNeverDurableBeforeClaim(t *testing.T) {
 	dir := t.TempDir()
 	clock := newFakeClock(t0)
 	h := newHoldCounted()
@@ -59,9 +49,16 @@ func TestKnownIssueCountDurableBeforeClaim(t *testing.T) {
 	held := make(chan error, 1)
 	go func() { _, err := n.RecordView(ctx, View{Video: "v", User: "held"}); held <- err }()
 	wait(t, h.held, "the first view to reach the hold")
-	// Another view of the same video commits a batch meanwhile.
-	record(t, n, View{Video: "v", User: "other"})
-	c := views(t, n, "v")
+	// Another view of the same video tries to commit a batch meanwhile; it
+	// cannot be acknowledged while the held view keeps the batch open.
+	other := make(chan error, 1)
+	go func() { _, err := n.RecordView(ctx, View{Video: "v", User: "other"}); other <- err }()
+	for range 1000 {
+		runtime.Gosched()
+	}
+	if c := views(t, n, "v"); c.Value != 0 {
+		t.Errorf("Views = %d while the held view's claim was not durable, want 0", c.Value)
+	}
 
 	// Crash now: take a copy of the synced data directory.
 	crashed := filepath.Join(t.TempDir(), "crashed")
@@ -70,14 +67,20 @@ func TestKnownIssueCountDurableBeforeClaim(t *testing.T) {
 	if err := wait(t, held, "the held view"); err != nil {
 		t.Fatal(err)
 	}
-
-	if c.Value != 1 {
-		t.Errorf("Views = %d while the held view's claim was not durable, want 1", c.Value)
+	if err := wait(t, other, "the other view"); err != nil {
+		t.Fatal(err)
 	}
+	if c := views(t, n, "v"); c.Value != 2 {
+		t.Errorf("Views after both views were acknowledged = %d, want 2", c.Value)
+	}
+
 	n2 := openNode(t, diskConfig(clock, crashed, DurabilitySync))
+	if c := views(t, n2, "v"); c.Value != 0 {
+		t.Errorf("after the crash: count %d without any durable claim, want 0", c.Value)
+	}
 	res := record(t, n2, View{Video: "v", User: "held"}) // the client's retry
-	if res.Count != 2 {
-		t.Errorf("after a crash and the unacknowledged view's retry: %+v, want count 2 for 2 views", res)
+	if !res.Counted || res.Count != 1 {
+		t.Errorf("after a crash and the unacknowledged view's retry: %+v, want counted with count 1", res)
 	}
 }
 

@@ -101,7 +101,7 @@ func (m *Metrics) registerNode(n *region.Node) {
 		ConstLabels: prometheus.Labels{"region": n.Region(), "replica": id.Replica.String()},
 	})
 	info.Set(1)
-	m.Registry.MustRegister(info,
+	m.Registry.MustRegister(info, newClusterCollector(n),
 		gauge("tally_counters_in_memory", "Counters (video, event) held in memory.", func(s region.Stats) float64 { return float64(s.Counters) }),
 		gauge("tally_claims_in_memory", "Dedup claims held in memory.", func(s region.Stats) float64 { return float64(s.Claims) }),
 		gauge("tally_rate_limit_buckets", "Rate-limit token buckets held in memory.", func(s region.Stats) float64 { return float64(s.RateBuckets) }),

@@ -71,6 +71,7 @@ func New(node *region.Node, o Options) *Server {
 	e.POST("/videos/:videoId/views", s.postView)
 	e.GET("/videos/:videoId/views", s.getViews)
 	e.POST("/v1/events", s.postEvents)
+	e.GET("/v1/status", s.status)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})))

@@ -37,6 +37,9 @@ type countResponse struct {
 	VideoID     string  `json:"videoId"`
 	ViewCount   uint64  `json:"viewCount"`
 	LastUpdated *string `json:"lastUpdated"` // RFC 3339 UTC, null if never viewed
+	// Regions splits the count by the region that counted each view; only
+	// on nodes that replicate.
+	Regions map[string]uint64 `json:"regions,omitempty"`
 }
 
 // videoParam is the path's videoId, percent-decoded (echo hands it over
@@ -92,6 +95,11 @@ func (s *Server) getViews(c echo.Context) error {
 	if !cnt.LastUpdated.IsZero() {
 		t := cnt.LastUpdated.UTC().Format(time.RFC3339Nano)
 		out.LastUpdated = &t
+	}
+	if s.node.Replicating() && cnt.Value > 0 {
+		if out.Regions, err = s.node.RegionViews(video); err != nil {
+			return err
+		}
 	}
 	return c.JSON(http.StatusOK, out)
 }

@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -136,6 +137,11 @@ func (n *Node) SetPeers(peers []Peer) {
 		r.peers[id] = p
 		if !had || old.ReplAddr != p.ReplAddr {
 			r.engine.AddPeer(now, id)
+			// The peer is (back) alive: forget the transport's failures
+			// towards it rather than wait out a circuit breaker's cooldown.
+			if rt, ok := r.transport.(interface{ Reset(addr string) }); ok {
+				rt.Reset(p.ReplAddr)
+			}
 		}
 	}
 	for _, id := range sortedPeerIDs(r.peers) {
@@ -267,3 +273,103 @@ func sortedPeerIDs(m map[replication.NodeID]Peer) []replication.NodeID {
 	slices.Sort(ids)
 	return ids
 }
+
+// PeerStatus is what this node knows of one peer.
+type PeerStatus struct {
+	Peer
+	replication.PeerStatus
+}
+
+// RegionStatus summarises the peers of one region.
+type RegionStatus struct {
+	Region string
+	Peers  int // alive peers known in the region
+	// LagSeconds is the freshest lag among the region's peers: how old the
+	// newest complete state we have from that region is. -1 if unknown.
+	LagSeconds float64
+}
+
+// ClusterStatus is the replication state of a node, for /v1/status and metrics.
+type ClusterStatus struct {
+	Enabled bool
+	Engine  replication.Status
+	Peers   []PeerStatus
+	Regions []RegionStatus
+	// SendErrors counts messages the transport refused (queue full, circuit open).
+	SendErrors uint64
+}
+
+// ClusterStatus samples the node's replication state.
+func (n *Node) ClusterStatus() ClusterStatus {
+	r := n.repl.Load()
+	if r == nil {
+		return ClusterStatus{}
+	}
+	now := n.now()
+	r.mu.Lock()
+	es := r.engine.Status(now)
+	peers := make(map[replication.NodeID]Peer, len(r.peers))
+	for id, p := range r.peers {
+		peers[id] = p
+	}
+	sendErrs := r.sendErrs
+	r.mu.Unlock()
+
+	out := ClusterStatus{Enabled: true, Engine: es, SendErrors: sendErrs}
+	regions := map[string]*RegionStatus{}
+	for _, ps := range es.Peers {
+		p := peers[ps.Peer]
+		out.Peers = append(out.Peers, PeerStatus{Peer: p, PeerStatus: ps})
+		rs := regions[p.Region]
+		if rs == nil {
+			rs = &RegionStatus{Region: p.Region, LagSeconds: -1}
+			regions[p.Region] = rs
+		}
+		rs.Peers++
+		if ps.LagSeconds >= 0 && (rs.LagSeconds < 0 || ps.LagSeconds < rs.LagSeconds) {
+			rs.LagSeconds = ps.LagSeconds
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(regions)) {
+		out.Regions = append(out.Regions, *regions[name])
+	}
+	return out
+}
+
+// RegionViews splits a video's durable view count by the region of the
+// replica that counted it ("" for replicas of no known live member, such as
+// a past incarnation of a node).
+func (n *Node) RegionViews(video string) (map[string]uint64, error) {
+	if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
+		return nil, err
+	}
+	k := crdt.Key{Video: video, Event: EventView}
+	var st crdt.PNCounter
+	if e := n.counters.lookup(k); e != nil {
+		st = e.durableState()
+	} else {
+		c, _, err := n.store.Counter(k)
+		if err != nil {
+			return nil, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+		}
+		st = c
+	}
+	regionOf := map[crdt.ReplicaID]string{n.id.Replica: n.cfg.Region}
+	if r := n.repl.Load(); r != nil {
+		r.mu.Lock()
+		for _, p := range r.peers {
+			if p.Replica != 0 {
+				regionOf[p.Replica] = p.Region
+			}
+		}
+		r.mu.Unlock()
+	}
+	out := map[string]uint64{}
+	for rep, v := range st.Contributions() {
+		out[regionOf[rep]] += v
+	}
+	return out, nil
+}
+
+// Replicating reports whether EnableReplication was called.
+func (n *Node) Replicating() bool { return n.repl.Load() != nil }

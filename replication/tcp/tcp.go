@@ -180,7 +180,7 @@ func (t *Transport) Send(addr string, payload []byte) error {
 	}
 	p := t.peers[addr]
 	if p == nil {
-		p = &peer{addr: addr, queue: make(chan []byte, t.cfg.QueueLen)}
+		p = &peer{addr: addr, queue: make(chan []byte, t.cfg.QueueLen), reset: make(chan struct{}, 1)}
 		t.peers[addr] = p
 		t.wg.Add(1)
 		go t.sendLoop(p)
@@ -196,6 +196,23 @@ func (t *Transport) Send(addr string, payload []byte) error {
 	default:
 		t.dropped.Add(1)
 		return fmt.Errorf("send to %s: %w", addr, ErrQueueFull)
+	}
+}
+
+// Reset closes the circuit towards addr and cuts any backoff short: call it
+// when membership reports the peer alive again, so that a restarted node is
+// not ignored for the rest of a cooldown.
+func (t *Transport) Reset(addr string) {
+	t.mu.Lock()
+	p := t.peers[addr]
+	t.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.openUntil.Store(0)
+	select {
+	case p.reset <- struct{}{}:
+	default:
 	}
 }
 
@@ -225,7 +242,8 @@ func (t *Transport) Close() error {
 type peer struct {
 	addr      string
 	queue     chan []byte
-	openUntil atomic.Int64 // unix ns until which the circuit is open; 0 if closed
+	openUntil atomic.Int64  // unix ns until which the circuit is open; 0 if closed
+	reset     chan struct{} // capacity 1: cut a backoff or cooldown short
 }
 
 func (t *Transport) track(c net.Conn) bool {
@@ -282,13 +300,14 @@ func (t *Transport) sendLoop(p *peer) {
 				t.log.Warn("replication peer unreachable; circuit open", "peer", p.addr, "failures", failures, "err", err)
 				t.drain(p)
 				payload = nil
-				if !t.wait(t.cfg.BreakerCooldown) {
+				if !t.wait(t.cfg.BreakerCooldown, p.reset) {
 					return
 				}
+				p.openUntil.Store(0)
 				failures = 0
 				break
 			}
-			if !t.wait(backoff(t.cfg.BackoffMin, t.cfg.BackoffMax, failures)) {
+			if !t.wait(backoff(t.cfg.BackoffMin, t.cfg.BackoffMax, failures), p.reset) {
 				return
 			}
 		}
@@ -325,12 +344,15 @@ func (t *Transport) drain(p *peer) {
 	}
 }
 
-// wait sleeps for d unless the transport closes first; it reports whether to go on.
-func (t *Transport) wait(d time.Duration) bool {
+// wait sleeps for d, or until cut is signalled (nil: never), unless the
+// transport closes first; it reports whether to go on.
+func (t *Transport) wait(d time.Duration, cut <-chan struct{}) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-timer.C:
+		return true
+	case <-cut:
 		return true
 	case <-t.stop:
 		return false
@@ -361,7 +383,7 @@ func (t *Transport) accept() {
 				continue
 			}
 			t.log.Warn("replication accept failed", "err", err)
-			if !t.wait(100 * time.Millisecond) {
+			if !t.wait(100*time.Millisecond, nil) {
 				return
 			}
 			continue

@@ -156,3 +156,29 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestResetClosesCircuit(t *testing.T) {
+	a, _ := listen(t, testConfig(secret))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	a.Send(addr, []byte("x"))
+	eventually(t, "circuit open", func() bool { return errors.Is(a.Send(addr, []byte("y")), ErrCircuitOpen) })
+
+	// The peer comes back on the same address; membership says so.
+	b, got := listen(t, func() Config { c := testConfig(secret); c.ListenAddr = addr; return c }())
+	_ = b
+	a.Reset(addr)
+	eventually(t, "a frame delivered after Reset (cooldown is an hour)", func() bool {
+		a.Send(addr, []byte("z"))
+		select {
+		case <-got:
+			return true
+		default:
+			return false
+		}
+	})
+}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/tallyhq/tally/store"
 )
 
 // Durability says when a write is acknowledged.
@@ -63,6 +65,17 @@ type Config struct {
 	Clock func() time.Time
 	// Observer, if set, receives the node's measurements (metrics).
 	Observer Observer
+
+	// The fields below exist for the deterministic simulator.
+
+	// Store, if set, is an already open store the node uses instead of
+	// opening DataDir; the node does not close it. A node abandoned without
+	// Close models a crash: what it never committed is lost.
+	Store *store.Store
+	// ManualCommit runs the group committer without a goroutine: batches
+	// are written only by Node.StepCommit. Use SubmitViews, not RecordViews
+	// (which would wait forever for a batch nobody writes).
+	ManualCommit bool
 }
 
 // DefaultConfig returns the production defaults for a node in region "local"
@@ -101,7 +114,7 @@ func (c Config) Validate() error {
 		}
 	}
 	check(validID(c.Region), "region %q: want 1-128 bytes of [A-Za-z0-9_.:-]", c.Region)
-	check(c.InMemory || c.DataDir != "", "data dir: required unless in memory")
+	check(c.InMemory || c.DataDir != "" || c.Store != nil, "data dir: required unless in memory")
 	check(c.Durability == DurabilitySync || c.Durability == DurabilityAsync, "durability %q: want sync or async", c.Durability)
 	check(c.DedupWindow >= time.Second && c.DedupWindow%time.Millisecond == 0, "dedup window %v: want at least 1s, whole milliseconds", c.DedupWindow)
 	check(c.LagBudget >= 0, "lag budget %v: must not be negative", c.LagBudget)

@@ -32,6 +32,7 @@ type Node struct {
 	now       func() time.Time
 	windowMs  int64
 	store     *store.Store
+	ownStore  bool // opened by Open, closed by Close
 	committer *store.Committer
 	id        store.Identity
 
@@ -89,18 +90,25 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.IPRate > 0 {
 		n.ips = newKeyedLimiter(cfg.IPRate, cfg.IPBurst, cfg.RateLimitKeys)
 	}
-	so := store.DefaultOptions(cfg.DataDir)
-	if cfg.InMemory {
-		so = store.InMemoryOptions()
-	}
-	so.Logger = n.log
-	st, err := store.Open(so)
-	if err != nil {
-		return nil, fmt.Errorf("open node store: %w", err)
+	st := cfg.Store
+	if st == nil {
+		so := store.DefaultOptions(cfg.DataDir)
+		if cfg.InMemory {
+			so = store.InMemoryOptions()
+		}
+		so.Logger = n.log
+		var err error
+		if st, err = store.Open(so); err != nil {
+			return nil, fmt.Errorf("open node store: %w", err)
+		}
+		n.ownStore = true
 	}
 	n.store = st
+	var err error
 	if n.id, err = st.OpenIdentity(cfg.Durability == DurabilityAsync); err != nil {
-		st.Close()
+		if n.ownStore {
+			st.Close()
+		}
 		return nil, fmt.Errorf("open node identity: %w", err)
 	}
 	if n.id.Reason != "" {
@@ -114,6 +122,7 @@ func Open(cfg Config) (*Node, error) {
 		Prepare:    n.prepareBatch,
 		MaxPending: cfg.MaxPending,
 		Observe:    n.observeBatch,
+		Manual:     cfg.ManualCommit,
 	})
 	return n, nil
 }
@@ -131,8 +140,10 @@ func (n *Node) Close() error {
 				errs = append(errs, err)
 			}
 		}
-		if err := n.store.Close(); err != nil {
-			errs = append(errs, err)
+		if n.ownStore {
+			if err := n.store.Close(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		n.closeErr = errors.Join(errs...)
 	})
@@ -190,11 +201,7 @@ func (n *Node) RecordViews(ctx context.Context, views []View) ([]Result, error) 
 	b, err := n.applyViews(views, results)
 	// Release repeats waiting on our claims (possibly in this very batch)
 	// whatever happens next: the claims are final once their batch is.
-	defer func() {
-		for _, k := range b.claimed {
-			n.claims.settle(k)
-		}
-	}()
+	defer n.settle(&b)
 	if err != nil {
 		return nil, err
 	}
@@ -207,10 +214,7 @@ func (n *Node) RecordViews(ctx context.Context, views []View) ([]Result, error) 
 				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
 		}
-		for _, k := range b.claimed {
-			n.claims.settle(k)
-		}
-		b.claimed = nil
+		n.settle(&b)
 		for _, w := range b.waits {
 			select {
 			case <-w:
@@ -219,6 +223,69 @@ func (n *Node) RecordViews(ctx context.Context, views []View) ([]Result, error) 
 			}
 		}
 	}
+	n.fillCounts(&b, results)
+	return results, nil
+}
+
+// Pending is a batch of views handed to the committer by SubmitViews.
+type Pending struct {
+	n       *Node
+	b       ingestBatch
+	results []Result
+}
+
+// SubmitViews is RecordViews without the wait, for a caller that drives a
+// ManualCommit node itself (the simulator): it applies the views and hands
+// them to the committer. The results' fates are final; Done reports when the
+// batch holding them is durable, and Results then gives the counts.
+func (n *Node) SubmitViews(views []View) (*Pending, error) {
+	p := &Pending{n: n, results: make([]Result, len(views))}
+	var err error
+	if p.b, err = n.applyViews(views, p.results); err != nil {
+		n.settle(&p.b)
+		return nil, err
+	}
+	return p, nil
+}
+
+// Done reports whether the views are durable (always true with async
+// durability, where they are acknowledged before fsync). It returns the batch's
+// error, if its write failed.
+func (p *Pending) Done() (bool, error) {
+	if p.n.cfg.Durability == DurabilitySync && p.b.submitted {
+		select {
+		case <-p.b.ticket.Done():
+		default:
+			return false, nil
+		}
+		if err := p.b.ticket.Wait(context.Background()); err != nil {
+			p.n.settle(&p.b)
+			return true, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+	}
+	p.n.settle(&p.b)
+	return true, nil
+}
+
+// Results returns what became of each view, with counts as of now.
+func (p *Pending) Results() []Result {
+	p.n.fillCounts(&p.b, p.results)
+	return p.results
+}
+
+// StepCommit writes the next group-commit batch (ManualCommit nodes only)
+// and reports whether there was anything to write.
+func (n *Node) StepCommit() bool { return n.committer.Step() }
+
+// settle releases the claims won by b (idempotent).
+func (n *Node) settle(b *ingestBatch) {
+	for _, k := range b.claimed {
+		n.claims.settle(k)
+	}
+	b.claimed = nil
+}
+
+func (n *Node) fillCounts(b *ingestBatch, results []Result) {
 	for i := range results {
 		if e := b.entries[i]; e != nil {
 			if n.cfg.Durability == DurabilitySync {
@@ -228,7 +295,6 @@ func (n *Node) RecordViews(ctx context.Context, views []View) ([]Result, error) 
 			}
 		}
 	}
-	return results, nil
 }
 
 // ingestBatch is what applyViews did, for RecordViews to wait on.
@@ -325,10 +391,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	}
 	b.submitted = true
 	if n.cfg.Durability == DurabilityAsync {
-		for _, k := range b.claimed {
-			n.claims.settle(k)
-		}
-		b.claimed = nil
+		n.settle(&b)
 	}
 	return b, nil
 }

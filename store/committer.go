@@ -49,6 +49,10 @@ type CommitterConfig struct {
 	MaxPending int
 	// Observe, if set, is called after every batch.
 	Observe func(BatchStats)
+	// Manual runs no goroutine: batches are cut and written only by Step,
+	// on the caller's goroutine. The simulator uses it to decide when fsync
+	// happens (and so what a crash loses); Kick does nothing then.
+	Manual bool
 }
 
 // Committer batches concurrent writers into one Badger write and one fsync,
@@ -112,8 +116,43 @@ func NewCommitter(s *Store, cfg CommitterConfig) *Committer {
 		done:  make(chan struct{}),
 		cur:   newBatch(),
 	}
+	if cfg.Manual {
+		close(c.done)
+		return c
+	}
 	go c.loop()
 	return c
+}
+
+// Step cuts the next batch and writes it, on the caller's goroutine, and
+// reports whether there was anything to write. Only for Manual committers.
+func (c *Committer) Step() bool {
+	b, muts, after := c.cut(true)
+	if b == nil {
+		return false
+	}
+	work := len(muts) > 0 || b.tickets > 0
+	c.commit(b, muts, after)
+	return work
+}
+
+// cut swaps in a fresh batch (unless stopping) and gathers the old one's
+// mutations with Prepare's, holding the admission gate.
+func (c *Committer) cut(fresh bool) (*batch, []Mutation, func(error)) {
+	c.gate.Lock()
+	defer c.gate.Unlock()
+	c.mu.Lock()
+	b := c.cur
+	if fresh {
+		if c.closed {
+			c.mu.Unlock()
+			return nil, nil, nil
+		}
+		c.cur = newBatch()
+	}
+	c.mu.Unlock()
+	muts, after := c.prepare(b, nil)
+	return b, muts, after
 }
 
 // Admit reserves room for n mutations in the next batch and holds that batch
@@ -159,6 +198,9 @@ func (c *Committer) Submit(muts ...Mutation) (Ticket, error) {
 // Kick tells the committer there is work for Prepare even though nothing was
 // submitted (async writers that do not wait).
 func (c *Committer) Kick() {
+	if c.cfg.Manual {
+		return
+	}
 	select {
 	case c.kick <- struct{}{}:
 	default:
@@ -189,6 +231,11 @@ func (c *Committer) Close() error {
 	last := c.cur
 	c.mu.Unlock()
 	c.gate.Unlock()
+	if c.cfg.Manual {
+		_, muts, after := c.cut(false)
+		c.commit(last, muts, after)
+		return last.err
+	}
 	close(c.stop)
 	<-c.done
 	return last.err
@@ -196,7 +243,6 @@ func (c *Committer) Close() error {
 
 func (c *Committer) loop() {
 	defer close(c.done)
-	var scratch []Mutation
 	for {
 		stopping := false
 		select {
@@ -204,16 +250,12 @@ func (c *Committer) loop() {
 		case <-c.stop:
 			stopping = true
 		}
-		c.gate.Lock()
-		c.mu.Lock()
-		b := c.cur
-		if !stopping {
-			c.cur = newBatch()
+		b, muts, after := c.cut(!stopping)
+		if b == nil { // closed between the kick and the cut: this is the last batch
+			b, muts, after = c.cut(false)
+			stopping = true
 		}
-		c.mu.Unlock()
-		muts, after := c.prepare(b, scratch[:0])
-		c.gate.Unlock()
-		scratch = c.commit(b, muts, after)
+		c.commit(b, muts, after)
 		if stopping {
 			return
 		}

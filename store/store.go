@@ -29,6 +29,9 @@ type Options struct {
 	MemTableBytes int64
 	// Logger receives Badger's warnings and errors. Nil discards them.
 	Logger *slog.Logger
+	// NewReplicaID, if set, draws replica IDs instead of crypto/rand (the
+	// simulator makes them deterministic). It must not return 0.
+	NewReplicaID func() crdt.ReplicaID
 }
 
 // DefaultOptions returns small-memory options for a store in dir: two 16 MiB
@@ -51,7 +54,8 @@ func InMemoryOptions() Options {
 
 // Store is tally's Badger database.
 type Store struct {
-	db *badger.DB
+	db    *badger.DB
+	newID func() crdt.ReplicaID // nil: crypto/rand
 }
 
 // Open opens (creating if needed) the store described by o.
@@ -80,7 +84,7 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger at %q: %w", o.Dir, err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, newID: o.NewReplicaID}
 	if err := s.checkFormat(); err != nil {
 		db.Close()
 		return nil, err
@@ -160,7 +164,7 @@ func (s *Store) OpenIdentity(async bool) (Identity, error) {
 		id.Previous, id.Reason = crdt.ReplicaID(old), "unclean shutdown with async durability"
 	}
 	if id.Reason != "" {
-		if id.Replica, err = newReplicaID(crdt.ReplicaID(old)); err != nil {
+		if id.Replica, err = s.newReplicaID(crdt.ReplicaID(old)); err != nil {
 			return Identity{}, err
 		}
 		if err := s.setSync(metaReplica, binary.BigEndian.AppendUint64(nil, uint64(id.Replica))); err != nil {
@@ -187,7 +191,14 @@ func (s *Store) MarkClean() error {
 	return nil
 }
 
-func newReplicaID(not crdt.ReplicaID) (crdt.ReplicaID, error) {
+func (s *Store) newReplicaID(not crdt.ReplicaID) (crdt.ReplicaID, error) {
+	if s.newID != nil {
+		for {
+			if id := s.newID(); id != 0 && id != not {
+				return id, nil
+			}
+		}
+	}
 	var b [8]byte
 	for {
 		if _, err := rand.Read(b[:]); err != nil {

@@ -141,11 +141,18 @@ func TestOpenIdentityCorruptReplica(t *testing.T) {
 }
 
 func TestNewReplicaIDAvoidsPrevious(t *testing.T) {
+	var s Store
 	for range 100 {
-		id, err := newReplicaID(42)
+		id, err := s.newReplicaID(42)
 		if err != nil || id == 0 || id == 42 {
 			t.Fatalf("newReplicaID(42) = %v, %v", id, err)
 		}
+	}
+	// A deterministic source is used, skipping 0 and the previous ID.
+	seq := []crdt.ReplicaID{0, 42, 7}
+	s.newID = func() crdt.ReplicaID { id := seq[0]; seq = seq[1:]; return id }
+	if id, err := s.newReplicaID(42); err != nil || id != 7 {
+		t.Fatalf("newReplicaID with a source = %v, %v; want 7", id, err)
 	}
 }
 

@@ -193,6 +193,13 @@ func (t *counterTable) merge(e *counterEntry, st crdt.PNCounter) bool {
 	return changed
 }
 
+// liveEquals reports whether e's live state is exactly st.
+func (e *counterEntry) liveEquals(st crdt.PNCounter) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.live.Equal(st)
+}
+
 // durableState returns a copy of e's durable state.
 func (e *counterEntry) durableState() crdt.PNCounter {
 	e.mu.Lock()

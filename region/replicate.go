@@ -46,6 +46,16 @@ type replicator struct {
 	peers     map[replication.NodeID]Peer
 	acks      []pendingAck // acks to send once their batch is durable
 	sendErrs  uint64
+	// echoes remembers, per key, the peer whose state a merge adopted whole:
+	// if the durable state is still exactly that, the peer already has it and
+	// the change is not shipped back to it (Engine.ChangedFrom).
+	echoes map[crdt.Key]echo
+}
+
+type echo struct {
+	from  replication.NodeID
+	epoch uint64
+	state crdt.PNCounter
 }
 
 type pendingAck struct {
@@ -90,7 +100,7 @@ func (n *Node) EnableReplication(rc ReplicationConfig) error {
 	if err != nil {
 		return fmt.Errorf("enable replication: load counters: %w", err)
 	}
-	r := &replicator{engine: eng, transport: rc.Transport, peers: make(map[replication.NodeID]Peer)}
+	r := &replicator{engine: eng, transport: rc.Transport, peers: make(map[replication.NodeID]Peer), echoes: make(map[crdt.Key]echo)}
 	r.mu.Lock()
 	for _, k := range keys {
 		eng.Load(k) // digest only: peers catch up by repair, not by replaying every key
@@ -110,10 +120,17 @@ func (n *Node) replicateDurable(keys []crdt.Key) {
 	}
 	now := n.now()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, k := range keys {
+		if ec, ok := r.echoes[k]; ok {
+			delete(r.echoes, k)
+			if e := n.counters.lookup(k); e != nil && e.durableState().Equal(ec.state) {
+				r.engine.ChangedFrom(now, k, ec.from, ec.epoch)
+				continue
+			}
+		}
 		r.engine.Changed(now, k)
 	}
-	r.mu.Unlock()
 }
 
 // SetPeers tells the node who its peers are (membership changes). Peers not
@@ -197,7 +214,11 @@ func (n *Node) handleReady(r *replicator, rd replication.Ready) {
 				n.log.Error("apply replicated state", "key", e.Key.String(), "err", err)
 				continue // no ack: the peer resends
 			}
-			n.counters.merge(entry, e.State)
+			if n.counters.merge(entry, e.State) && entry.liveEquals(e.State) {
+				r.echoes[e.Key] = echo{from: a.From, epoch: a.FromEpoch, state: e.State.Clone()}
+			} else {
+				delete(r.echoes, e.Key)
+			}
 		}
 		if a.Ack == nil {
 			n.committer.Kick()

@@ -209,6 +209,12 @@ func (n *Node) handleReady(r *replicator, rd replication.Ready) {
 	}
 	for _, a := range rd.Apply {
 		for _, e := range a.Entries {
+			if !validID(e.Key.Video) || !validID(e.Key.Event) {
+				// Authenticated peers run the same validation; a key that
+				// breaks it would make the store unreadable at the next start.
+				n.log.Warn("replicated key refused", "from", string(a.From), "key", e.Key.String())
+				continue
+			}
 			entry, err := n.entry(e.Key)
 			if err != nil {
 				n.log.Error("apply replicated state", "key", e.Key.String(), "err", err)

@@ -3,7 +3,7 @@ GO ?= go
 HTTP ?= :8080
 DATA ?= ./data
 
-.PHONY: run build test vet bench bench-go fuzz clean
+.PHONY: run build test vet bench bench-go bench-cluster fuzz clean
 
 ## run: one node on embedded Badger, HTTP on :8080, data in ./data
 run:
@@ -20,9 +20,14 @@ test: vet
 vet:
 	$(GO) vet ./...
 
-## bench: Go micro-benchmarks, then tally load against a local durable tally serve
+## bench: Go micro-benchmarks, tally load against a local durable tally serve, then the multi-region figures
 bench: bench-go
 	bash scripts/bench.sh
+	bash scripts/bench-cluster.sh
+
+## bench-cluster: ack-to-visibility on a 3x3 loopback cluster and repair of 1M keys after a partition heals
+bench-cluster:
+	bash scripts/bench-cluster.sh
 
 bench-go:
 	$(GO) test -run=NONE -bench=. -benchmem -benchtime=1s ./crdt/ ./region/

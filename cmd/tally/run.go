@@ -12,6 +12,8 @@ Usage:
   tally serve [flags]   run a node (HTTP API on --http, data in --data)
   tally load  [flags]   closed-loop HTTP load generator against a tally node
   tally cluster [flags] a local multi-region cluster of real tally serve processes
+  tally sim [flags]     deterministic simulation of regions × nodes with faults
+  tally bench visibility|repair [flags]  cluster benchmarks on loopback
   tally help            this text
 
 Run "tally COMMAND -h" for the flags of a command.
@@ -24,12 +26,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "cluster":
 		return runCluster(ctx, args[1:], stdout, stderr)
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "load":
 		return runLoad(ctx, args[1:], stdout, stderr)
+	case "sim":
+		return runSim(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

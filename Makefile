@@ -3,7 +3,7 @@ GO ?= go
 HTTP ?= :8080
 DATA ?= ./data
 
-.PHONY: run build test vet bench bench-go bench-cluster fuzz clean
+.PHONY: run build test vet bench bench-go bench-cluster fuzz sim sim-swarm clean
 
 ## run: one node on embedded Badger, HTTP on :8080, data in ./data
 run:
@@ -13,7 +13,8 @@ run:
 build:
 	$(GO) build -o bin/tally ./cmd/tally
 
-## test: vet, then every test with the race detector (includes fuzz seed corpora and the kill -9 crash test)
+## test: vet, then every test with the race detector (includes fuzz seed corpora, the kill -9 crash test,
+## and sim's fixed seeds, determinism check and scenario scripts)
 test: vet
 	$(GO) test -race -count=1 ./...
 
@@ -31,6 +32,16 @@ bench-cluster:
 
 bench-go:
 	$(GO) test -run=NONE -bench=. -benchmem -benchtime=1s ./crdt/ ./region/
+
+## sim: the deterministic simulator, SIM_SEEDS seeds (default 1000) with every fault on
+## (a failure prints its reproduce command: tally sim --seed N ...)
+SIM_SEEDS ?= 1000
+sim:
+	$(GO) run ./cmd/tally sim --seeds $(SIM_SEEDS)
+
+## sim-swarm: as sim, with fault rates, engine limits and cluster shape randomised per seed
+sim-swarm:
+	$(GO) run ./cmd/tally sim --seeds $(SIM_SEEDS) --swarm
 
 ## fuzz: run each fuzz target for FUZZTIME (default 1m)
 FUZZTIME ?= 1m

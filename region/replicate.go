@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -50,6 +51,21 @@ type replicator struct {
 	// if the durable state is still exactly that, the peer already has it and
 	// the change is not shipped back to it (Engine.ChangedFrom).
 	echoes map[crdt.Key]echo
+	// early holds messages from senders membership has not reported yet
+	// (a node that just joined talks before gossip reaches us); they are
+	// replayed when the sender appears instead of waiting for its retry.
+	early []earlyMessage
+}
+
+// Bounds of replicator.early.
+const (
+	maxEarlyMessages = 64
+	earlyMessageTTL  = 30 * time.Second
+)
+
+type earlyMessage struct {
+	at time.Time
+	m  replication.Message
 }
 
 type echo struct {
@@ -159,6 +175,7 @@ func (n *Node) SetPeers(peers []Peer) {
 			if rt, ok := r.transport.(interface{ Reset(addr string) }); ok {
 				rt.Reset(p.ReplAddr)
 			}
+			n.replayEarlyLocked(r, now, id)
 		}
 	}
 	for _, id := range sortedPeerIDs(r.peers) {
@@ -193,12 +210,44 @@ func (n *Node) ReplicationReceive(payload []byte) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rd, err := r.engine.Step(n.now(), m)
+	now := n.now()
+	rd, err := r.engine.Step(now, m)
+	if errors.Is(err, replication.ErrUnknownPeer) && len(m.Entries) == 0 {
+		// Keep small protocol messages (digests, acks, heartbeats) for a
+		// moment; data-carrying ones are resent by their sender anyway.
+		if len(r.early) >= maxEarlyMessages {
+			r.early = r.early[1:]
+		}
+		r.early = append(r.early, earlyMessage{at: now, m: m})
+	}
 	if err != nil {
 		return fmt.Errorf("replication message from %s: %w", m.From, err)
 	}
 	n.handleReady(r, rd)
 	return nil
+}
+
+// replayEarlyLocked steps the kept messages of peer id, now that it is known.
+// Callers hold r.mu.
+func (n *Node) replayEarlyLocked(r *replicator, now time.Time, id replication.NodeID) {
+	kept := r.early[:0]
+	var replay []replication.Message
+	for _, e := range r.early {
+		switch {
+		case now.Sub(e.at) > earlyMessageTTL:
+		case e.m.From == id:
+			replay = append(replay, e.m)
+		default:
+			kept = append(kept, e)
+		}
+	}
+	clear(r.early[len(kept):])
+	r.early = kept
+	for _, m := range replay {
+		if rd, err := r.engine.Step(now, m); err == nil {
+			n.handleReady(r, rd)
+		}
+	}
 }
 
 // handleReady sends what the engine wants sent and merges what it received.

@@ -326,6 +326,19 @@ func (p Params) swarmed() Params {
 	p.Buckets = []int{p.Buckets, p.Buckets, 16, 1}[r.Intn(4)]
 	p.BatchKeys = []int{p.BatchKeys, p.BatchKeys, 8, 1}[r.Intn(4)]
 	p.Inflight = []int{p.Inflight, p.Inflight, 2, 1}[r.Intn(4)]
+	// Without periodic repair, deltas alone must converge the cluster
+	// (repair still runs on joins, restarts and log truncation).
+	if r.Chance(0.25) {
+		p.RepairInterval = 10 * time.Minute
+	}
+	// Few nodes relay little: a lost delta is not made good by a third
+	// node passing the same state on.
+	switch r.Intn(4) {
+	case 0:
+		p.Regions, p.Nodes = 2, 1
+	case 1:
+		p.Regions, p.Nodes = min(p.Regions, 3), 1
+	}
 	return p
 }
 
@@ -336,6 +349,8 @@ func fmtDur(d time.Duration) string {
 		return "0s"
 	case d%time.Hour == 0:
 		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	case d%time.Minute == 0 && d >= 10*time.Minute:
+		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
 	case d%time.Second == 0:
 		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
 	case d%time.Millisecond == 0:

@@ -138,13 +138,29 @@ func startCluster(ctx context.Context, spec clusterSpec) (*localCluster, error) 
 		}
 	}
 	for _, n := range c.Nodes {
-		if err := c.Start(ctx, n); err != nil {
+		err := c.Start(ctx, n)
+		// Ports picked free a moment ago can be taken before the node binds
+		// them (the gossip port also needs UDP): pick new ones and retry.
+		for attempt := 1; err != nil && errors.Is(err, errExitedDuringStart) && spec.BasePort == 0 && attempt < 5; attempt++ {
+			for _, p := range []*string{&n.HTTP, &n.Gossip, &n.Repl} {
+				if *p, err = next(); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				err = c.Start(ctx, n)
+			}
+		}
+		if err != nil {
 			c.Stop(10 * time.Second)
 			return nil, err
 		}
 	}
 	return c, nil
 }
+
+// errExitedDuringStart: a node process exited before it served HTTP.
+var errExitedDuringStart = errors.New("exited during start")
 
 // Start (re)starts node n and waits until it serves HTTP.
 func (c *localCluster) Start(ctx context.Context, n *clusterNode) error {
@@ -194,7 +210,7 @@ func (c *localCluster) Start(ctx context.Context, n *clusterNode) error {
 	case <-ready:
 		return nil
 	case <-exited:
-		return fmt.Errorf("%s exited during start (see its log)", n.Name)
+		return fmt.Errorf("%s %w (see its log)", n.Name, errExitedDuringStart)
 	case <-deadline.C:
 		n.Kill()
 		return fmt.Errorf("%s did not start within 60s", n.Name)

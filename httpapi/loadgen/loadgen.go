@@ -420,19 +420,24 @@ func (w *worker) loop(ctx context.Context) {
 		if w.run.count > 0 && w.run.tickets.Add(1) > w.run.count {
 			return
 		}
-		switch w.cfg.Mode {
-		case ModeView:
-			w.view(ctx)
-		case ModeGet:
+		w.one(ctx)
+	}
+}
+
+// one sends one request of the configured mode.
+func (w *worker) one(ctx context.Context) {
+	switch w.cfg.Mode {
+	case ModeView:
+		w.view(ctx)
+	case ModeGet:
+		w.get(ctx)
+	case ModeBatch:
+		w.batch(ctx)
+	case ModeMixed:
+		if w.rng.Float64() < w.cfg.GetRatio {
 			w.get(ctx)
-		case ModeBatch:
-			w.batch(ctx)
-		case ModeMixed:
-			if w.rng.Float64() < w.cfg.GetRatio {
-				w.get(ctx)
-			} else {
-				w.view(ctx)
-			}
+		} else {
+			w.view(ctx)
 		}
 	}
 }

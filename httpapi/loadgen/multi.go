@@ -171,20 +171,7 @@ func (w *worker) pacedLoop(ctx context.Context, stop <-chan struct{}, pace *pace
 				}
 			}
 		}
-		switch w.cfg.Mode {
-		case ModeView:
-			w.view(ctx)
-		case ModeGet:
-			w.get(ctx)
-		case ModeBatch:
-			w.batch(ctx)
-		case ModeMixed:
-			if w.rng.Float64() < w.cfg.GetRatio {
-				w.get(ctx)
-			} else {
-				w.view(ctx)
-			}
-		}
+		w.one(ctx)
 	}
 }
 

@@ -342,9 +342,11 @@ func (e *Engine) tickPeer(now time.Time, p *peer) {
 		// No progress for so long (the peer may have forgotten its side,
 		// e.g. after removing and re-adding us): start afresh.
 		e.startRepair(now, p)
-	case s != nil && s.diff == nil && now.Sub(s.sentAt) >= e.retryDelay(p):
-		// The digest or page 0 of the reply was lost, or is slow: ask again
-		// in the same session, so that a late reply still counts.
+	case s != nil && s.out == nil && now.Sub(s.sentAt) >= e.retryDelay(p) && now.Sub(s.moved) >= e.retryDelay(p):
+		// The digest or pages of the reply were lost, are slow, or the peer
+		// forgot its side (it removed and re-added us mid-reply): ask again
+		// in the same session, so that a late reply still counts and a
+		// forgetful peer answers afresh. (Found by tally sim --seed 545 --swarm.)
 		s.sentAt = now
 		e.send(p, Message{Kind: KindDigest, Session: s.id, Sums: s.sums}, 0)
 		fired = true

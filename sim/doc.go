@@ -33,6 +33,16 @@
 // restart or region isolation reaches the other nodes' SetPeers after a
 // detection delay, as Serf's would.
 //
+// Nodes crash (the un-stepped batch is lost), shut down cleanly (Close:
+// everything flushed; async keeps its replica ID), or go down with their whole
+// region, and restart later; their disks stall (no group commit for a while);
+// their clocks start skewed and jump. Clock jumps move the node's whole clock,
+// the replication engine's timers included: time.Now carries a monotonic
+// reading that shields a production engine from wall-clock steps, which a
+// simulated clock cannot, so the simulator is harsher there (keep --max-jump
+// well under --converge-within). Membership may also wrongly declare a live
+// node failed for a while (flap).
+//
 // Clients: each user has a home region and sticks to one node there (dedup
 // claims are node-local). A client that gets no answer within ClientTimeout,
 // or finds its node down, opens a circuit breaker on that node and resends

@@ -174,7 +174,7 @@ func (p Params) Validate() error {
 // RegisterFlags defines a flag for every field of p, with p's values as defaults.
 func (p *Params) RegisterFlags(fs *flag.FlagSet) {
 	fs.Uint64Var(&p.Seed, "seed", p.Seed, "seed of the (first) run")
-	fs.BoolVar(&p.Swarm, "swarm", p.Swarm, "randomise fault rates per seed (swarm testing)")
+	fs.BoolVar(&p.Swarm, "swarm", p.Swarm, "randomise fault rates, engine limits and cluster shape per seed (swarm testing)")
 	fs.IntVar(&p.Regions, "regions", p.Regions, "number of regions")
 	fs.IntVar(&p.Nodes, "nodes", p.Nodes, "nodes per region")
 	fs.DurationVar(&p.Duration, "duration", p.Duration, "simulated time of workload and faults (safety phase)")

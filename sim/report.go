@@ -139,6 +139,9 @@ func (s *Sim) report(r Result, base Params) {
 		st.counted, st.duplicates, st.rateLimited, st.acked, st.ackedCounted)
 	s.printf("  reference=%d doubleCounted=%d ackedLost=%d lostUnacked=%d\n",
 		r.Reference, r.DoubleCounted, r.AckedLost, r.LostCounted-r.AckedLost)
+	if s.diagnosis != "" {
+		s.printf("%s", s.diagnosis)
+	}
 	if r.Passed {
 		s.printf("PASSED\n")
 	} else {
@@ -153,4 +156,27 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 	}
 	i := (len(sorted)*p + 99) / 100
 	return sorted[min(max(i-1, 0), len(sorted)-1)]
+}
+
+// replicationStatus describes every live node's view of its peers, to
+// diagnose a cluster that did not converge.
+func (s *Sim) replicationStatus() string {
+	var b strings.Builder
+	printf := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	printf("  replication status at t=%s:\n", fmtSec(s.now))
+	for _, nd := range s.nodes {
+		if !nd.up {
+			printf("    %s down\n", nd.name)
+			continue
+		}
+		st := nd.n.ClusterStatus()
+		e := st.Engine
+		printf("    %s epoch=%d head=%d log-start=%d log-keys=%d keys=%d send-errors=%d\n",
+			nd.name, e.Epoch, e.Head, e.LogStart, e.LogKeys, e.Keys, st.SendErrors)
+		for _, p := range e.Peers {
+			printf("      -> %s epoch=%d cursor=%d behind=%d inflight=%d repairing=%v serving=%v repairs=%d served=%d sent=%d recv=%d lag=%.1fs\n",
+				p.Peer, p.Epoch, p.Cursor, p.Behind, p.Inflight, p.Repairing, p.Serving, p.Repairs, p.Served, p.MessagesSent, p.MessagesReceived, p.LagSeconds)
+		}
+	}
+	return b.String()
 }

@@ -6,10 +6,9 @@ import (
 	"time"
 )
 
-// rng is a small deterministic PRNG (xoshiro256**, seeded by splitmix64).
-// It is hand-written rather than math/rand so that the sequence for a seed
-// can never change under us with a Go release: "same seed, same output"
-// must hold across toolchains, not only across runs.
+// rng is a small deterministic PRNG (xoshiro256**, seeded by splitmix64),
+// hand-written rather than math/rand/v2 so that the integer sequence of a
+// seed is fixed by this file alone, whatever the Go release.
 type rng struct{ s [4]uint64 }
 
 func splitmix(x *uint64) uint64 {

@@ -21,14 +21,16 @@ import (
 // Faults happen only when a command makes them. Commands:
 //
 //	regions us eu ap [nodes=1] [durability=sync] [seed=1] [videos=3] [client-timeout=1s]
-//	views TARGET N [video=v1] [users=PREFIX]   N views from N users homed on TARGET's nodes; wait for answers
+//	        [repair-interval=30s] [log-capacity=N] [batch-keys=N]
+//	views TARGET N [video=v1|*] [users=PREFIX] N views from N users homed on TARGET's nodes; wait for answers
 //	view USER VIDEO [via=NODE]                 one view, failover included; wait; print its trail
 //	submit NODE N [video=v1]                   N views handed to NODE now, no time passes (a crash loses them)
 //	tick DURATION                              let simulated time pass
 //	partition A B | partition A -> B | isolate REGION | clog A B | heal
-//	crash NODE | restart NODE | stall NODE DURATION | jump NODE ±DURATION
+//	crash NODE | restart NODE | stall NODE DURATION | jump NODE ±DURATION | flap NODE DURATION
 //	counts [VIDEO]                             every node's durable count and the reference
 //	stats                                      reference, doubleCounted, ackedLost, ...
+//	status                                     every node's replication engine state per peer
 //	expect converged within DURATION           run until every replica equals the reference
 //	expect count VIDEO = N                     every live replica shows N
 //	expect doubleCounted = N | expect ackedLost = N | expect ref VIDEO = N
@@ -160,12 +162,18 @@ func (sc *script) exec(cmd string) (string, error) {
 		}
 		opts := options(f[3:])
 		video, err := sc.video(opts["video"])
+		if opts["video"] == "*" {
+			err = nil // views spread over every video in turn
+		}
 		if err != nil {
 			return "", err
 		}
 		var vs []*view
 		for i := range n {
 			u := sc.user(opts["users"], i, nodes[i%len(nodes)])
+			if opts["video"] == "*" {
+				video = i % len(s.videos)
+			}
 			vs = append(vs, s.startView(u, video))
 		}
 		sc.await(vs)
@@ -288,6 +296,23 @@ func (sc *script) exec(cmd string) (string, error) {
 			}
 			fmt.Fprintf(&out, "%s up, %s", nd.name, same)
 		}
+	case "flap":
+		// Membership wrongly declares NODE failed for DURATION: every other
+		// node drops it now and re-admits it after a detection delay.
+		nd := s.byName[argStr(f, 1)]
+		if nd == nil {
+			return "", fmt.Errorf("no node %q", argStr(f, 1))
+		}
+		d, err := arg(f, 2, time.ParseDuration)
+		if err != nil {
+			return "", err
+		}
+		s.flapped[nd.idx]++
+		s.refreshMembership()
+		s.after(d, func() {
+			s.flapped[nd.idx]--
+			s.membershipChanged()
+		})
 	case "stall", "jump":
 		nd := s.byName[argStr(f, 1)]
 		if nd == nil {
@@ -333,6 +358,8 @@ func (sc *script) exec(cmd string) (string, error) {
 			}
 			out.WriteString("\n")
 		}
+	case "status":
+		out.WriteString(strings.TrimPrefix(s.replicationStatus(), "  "))
 	case "stats":
 		r := s.result()
 		fmt.Fprintf(&out, "reference=%d doubleCounted=%d ackedLost=%d lostUnacked=%d acked=%d failovers=%d late-replies=%d",
@@ -371,6 +398,12 @@ func (sc *script) regions(args []string) (string, error) {
 			p.Durability = region.Durability(v)
 		case "client-timeout":
 			p.ClientTimeout, err = time.ParseDuration(v)
+		case "repair-interval":
+			p.RepairInterval, err = time.ParseDuration(v)
+		case "log-capacity":
+			p.LogCapacity, err = strconv.Atoi(v)
+		case "batch-keys":
+			p.BatchKeys, err = strconv.Atoi(v)
 		default:
 			err = fmt.Errorf("unknown option %q", k)
 		}
@@ -386,7 +419,6 @@ func (sc *script) regions(args []string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	s.manual = true
 	s.startSampling()
 	sc.s = s
 	var b strings.Builder

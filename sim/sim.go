@@ -61,8 +61,8 @@ type Sim struct {
 	stats stats
 	fail  *failure
 	plot  *plotData
-	// manual is set by scripts: no workload generator, no scheduled faults.
-	manual bool
+	// diagnosis is printed with a failure's report (replication status).
+	diagnosis string
 }
 
 // failure is the first invariant broken.
@@ -250,6 +250,9 @@ func (s *Sim) run() {
 		s.liveness()
 	}
 	s.checkEnd()
+	if s.fail != nil && s.phase == phaseLiveness {
+		s.diagnosis = s.replicationStatus()
+	}
 	s.close()
 }
 

@@ -10,18 +10,21 @@ import (
 const claimShards = 256
 
 // claimTable holds the dedup claims of the live windows in memory. Memory is
-// authoritative for every window that began after the node started (every
-// claim made in it went through this table); for the window the node started
-// in, claims of the previous incarnation are looked up in Badger.
+// authoritative for a window when every claim ever made in it went through
+// this table: the window is after startWindow (the later of the window the
+// node started in and the highest window any earlier incarnation claimed in,
+// which a clock stepped back can put ahead of the first) and has not been
+// dropped from memory. Other windows are looked up in Badger.
 type claimTable struct {
 	seed        maphash.Seed
-	startWindow uint64 // the window the node started in
+	startWindow uint64
 	shards      [claimShards]claimShard
 }
 
 type claimShard struct {
-	mu      sync.Mutex // protects windows and pending
-	windows map[uint64]map[claimID]store.Claim
+	mu        sync.Mutex // protects everything below
+	maxWindow uint64     // the newest window put; windows before maxWindow-1 are dropped
+	windows   map[uint64]map[claimID]store.Claim
 	// loading holds claims being looked up in Badger, so that two concurrent
 	// requests for the same claim cannot both decide to count it.
 	loading map[store.ClaimKey]chan struct{}
@@ -76,7 +79,7 @@ func (t *claimTable) claim(k store.ClaimKey, c store.Claim, lookup func(store.Cl
 			s.mu.Unlock()
 			return r, nil
 		}
-		if k.Window > t.startWindow {
+		if k.Window > t.startWindow && k.Window+1 >= s.maxWindow {
 			s.winLocked(k, id, c)
 			s.mu.Unlock()
 			return claimResult{won: true}, nil
@@ -131,12 +134,16 @@ func (t *claimTable) settle(k store.ClaimKey) {
 // only the current window decides dedup, the previous one is kept for views
 // ingested just before the boundary. Callers hold s.mu.
 func (s *claimShard) putLocked(window uint64, id claimID, c store.Claim) {
+	// A window older than maxWindow-1 (the clock went back) is kept too,
+	// until the next new window: memory is checked before Badger, and a claim
+	// not yet durable must still be found.
 	m := s.windows[window]
 	if m == nil {
 		m = make(map[claimID]store.Claim)
 		s.windows[window] = m
+		s.maxWindow = max(s.maxWindow, window)
 		for w := range s.windows {
-			if w+1 < window {
+			if w+1 < s.maxWindow {
 				delete(s.windows, w)
 			}
 		}

@@ -43,6 +43,10 @@ type Node struct {
 	eventSeq atomic.Uint64              // unique suffix of raw event keys
 	repl     atomic.Pointer[replicator] // nil unless EnableReplication was called
 
+	highMu           sync.Mutex // protects claimHigh, claimHighDurable
+	claimHigh        uint64     // the highest window claimed in, by any incarnation
+	claimHighDurable uint64     // the highest window recorded on disk
+
 	failed    atomic.Bool // a batch failed to persist: not ready any more
 	closeOnce sync.Once
 	closeErr  error
@@ -115,7 +119,15 @@ func Open(cfg Config) (*Node, error) {
 		n.log.Info("new replica id", "replica", n.id.Replica.String(), "previous", n.id.Previous.String(), "reason", n.id.Reason)
 	}
 	startMs := n.now().UnixMilli()
-	n.claims = newClaimTable(uint64(startMs / n.windowMs))
+	high, err := st.ClaimHighWater()
+	if err != nil {
+		if n.ownStore {
+			st.Close()
+		}
+		return nil, fmt.Errorf("open node: %w", err)
+	}
+	n.claimHigh, n.claimHighDurable = high, high
+	n.claims = newClaimTable(max(uint64(startMs/n.windowMs), high))
 	n.counters.onDurable = n.replicateDurable
 	n.eventSeq.Store(uint64(time.Now().UnixNano()))
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
@@ -164,7 +176,24 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 	if err != nil {
 		n.log.Error("encode counter state", "err", err)
 	}
-	return dst, after
+	// Prepare runs with admission held off, so a claim of a new window and
+	// the high-water mark that covers it land in the same batch.
+	n.highMu.Lock()
+	high := n.claimHigh
+	if high <= n.claimHighDurable {
+		n.highMu.Unlock()
+		return dst, after
+	}
+	n.highMu.Unlock()
+	dst = append(dst, store.ClaimHighWaterMutation(high))
+	return dst, func(err error) {
+		if err == nil {
+			n.highMu.Lock()
+			n.claimHighDurable = max(n.claimHighDurable, high)
+			n.highMu.Unlock()
+		}
+		after(err)
+	}
 }
 
 func (n *Node) observeBatch(st store.BatchStats) {
@@ -359,6 +388,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 				continue
 			}
 			if cr.won {
+				n.raiseClaimHigh(window)
 				b.claimed = append(b.claimed, ck)
 				n.counters.increment(e, n.id.Replica, 1, nowMs)
 				muts = append(muts, store.ClaimMutation(ck, claim, claimTTL))
@@ -394,6 +424,13 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 		n.settle(&b)
 	}
 	return b, nil
+}
+
+// raiseClaimHigh notes that a claim was made in window.
+func (n *Node) raiseClaimHigh(window uint64) {
+	n.highMu.Lock()
+	n.claimHigh = max(n.claimHigh, window)
+	n.highMu.Unlock()
 }
 
 // claimTTL is how long a claim made now in window must be kept: to the end of

@@ -21,6 +21,8 @@
 //	                start, it means the last async run did not shut down cleanly
 //	                and may have acknowledged writes it never persisted
 //	"m" "format"    schema version (u64 BE); a newer one is refused
+//	"m" "claimhigh" the highest dedup window claimed in (u64 BE), written in
+//	                the batch of the first claim of each new window
 //
 // # Durability
 //

@@ -112,10 +112,27 @@ func (s *Store) Sync() error {
 func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
 
 var (
-	metaReplica = metaKey("replica")
-	metaDirty   = metaKey("dirty")
-	metaFormat  = metaKey("format")
+	metaReplica   = metaKey("replica")
+	metaDirty     = metaKey("dirty")
+	metaFormat    = metaKey("format")
+	metaClaimHigh = metaKey("claimhigh")
 )
+
+// ClaimHighWater is the highest dedup window any claim in the store was
+// made in (0 if none): a restarted node whose clock is behind it must look
+// claims up on disk for windows up to it.
+func (s *Store) ClaimHighWater() (uint64, error) {
+	v, _, err := s.getUint64(metaClaimHigh)
+	if err != nil {
+		return 0, fmt.Errorf("read claim high-water mark: %w", err)
+	}
+	return v, nil
+}
+
+// ClaimHighWaterMutation records window as the claim high-water mark.
+func ClaimHighWaterMutation(window uint64) Mutation {
+	return Mutation{Key: metaClaimHigh, Value: binary.BigEndian.AppendUint64(nil, window)}
+}
 
 func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
 

@@ -17,6 +17,7 @@ build:
 ## and sim's fixed seeds, determinism check and scenario scripts)
 test: vet
 	$(GO) test -race -count=1 ./...
+	$(GO) run ./cmd/tally sim --seeds 20 --swarm
 
 vet:
 	$(GO) vet ./...
@@ -47,6 +48,8 @@ sim-swarm:
 FUZZTIME ?= 1m
 fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzUnmarshalPNCounter -fuzztime=$(FUZZTIME) ./crdt/
+	$(GO) test -run=NONE -fuzz=FuzzDecodeMessage -fuzztime=$(FUZZTIME) ./replication/
+	$(GO) test -run=NONE -fuzz=FuzzReadFrame -fuzztime=$(FUZZTIME) ./replication/tcp/
 
 clean:
 	rm -rf bin

@@ -16,8 +16,8 @@ build:
 ## test: vet, then every test with the race detector (includes fuzz seed corpora, the kill -9 crash test,
 ## and sim's fixed seeds, determinism check and scenario scripts)
 test: vet
-	$(GO) test -race -count=1 ./...
 	$(GO) run ./cmd/tally sim --seeds 20 --swarm
+	$(GO) test -race -count=1 ./...
 
 vet:
 	$(GO) vet ./...

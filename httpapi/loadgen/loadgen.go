@@ -258,26 +258,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("loadgen: %w", err)
 	}
-	transport := &http.Transport{
-		Proxy: nil, // always talk to the target directly
-		DialContext: (&net.Dialer{
-			Timeout:   cfg.Timeout,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		MaxIdleConns:        cfg.Connections,
-		MaxIdleConnsPerHost: cfg.Connections,
-		MaxConnsPerHost:     cfg.Connections,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
+	client, transport := newHTTPClient(cfg.Timeout, cfg.Connections, cfg.Connections)
 	defer transport.CloseIdleConnections()
-	client := &http.Client{
-		Transport: transport,
-		Timeout:   cfg.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse // a redirect is an error, not followed
-		},
-	}
 
 	run := &runState{cfg: cfg, base: target.String(), client: client, count: int64(cfg.Count)}
 	// The user round-robin starts at a Seed-dependent offset so that runs
@@ -422,6 +404,31 @@ func (w *worker) loop(ctx context.Context) {
 		}
 		w.one(ctx)
 	}
+}
+
+// newHTTPClient is the generator's client: direct connections (no proxy, no
+// redirects, no compression), at most perHost connections to each target and
+// total idle connections in all. Close the transport's idle connections when done.
+func newHTTPClient(timeout time.Duration, perHost, total int) (*http.Client, *http.Transport) {
+	transport := &http.Transport{
+		Proxy: nil, // always talk to the target directly
+		DialContext: (&net.Dialer{
+			Timeout:   timeout,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:        total,
+		MaxIdleConnsPerHost: perHost,
+		MaxConnsPerHost:     perHost,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &http.Client{
+		Transport: transport,
+		Timeout:   timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // a redirect is an error, not followed
+		},
+	}, transport
 }
 
 // one sends one request of the configured mode.

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,26 +77,8 @@ func RunMulti(ctx context.Context, mc MultiConfig) (Result, error) {
 		bases[i], cfg = u.String(), nc
 	}
 	total := cfg.Connections * len(bases)
-	transport := &http.Transport{
-		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   cfg.Timeout,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		MaxIdleConns:        total,
-		MaxIdleConnsPerHost: cfg.Connections,
-		MaxConnsPerHost:     cfg.Connections,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
+	client, transport := newHTTPClient(cfg.Timeout, cfg.Connections, total)
 	defer transport.CloseIdleConnections()
-	client := &http.Client{
-		Transport: transport,
-		Timeout:   cfg.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
 	var pace *pacer
 	if mc.Rate > 0 {
 		pace = &pacer{interval: time.Duration(float64(time.Second) / mc.Rate)}

@@ -84,14 +84,24 @@ type nodeSource struct{ n *Node }
 
 // State implements replication.Source.
 func (s nodeSource) State(k crdt.Key) crdt.PNCounter {
-	if e := s.n.counters.lookup(k); e != nil {
-		return e.durableState()
-	}
-	c, _, err := s.n.store.Counter(k)
+	c, err := s.n.durableState(k)
 	if err != nil {
 		s.n.log.Error("read counter for replication", "key", k.String(), "err", err)
 	}
 	return c
+}
+
+// durableState is k's durable state: from memory, or from disk when k is not
+// in memory (without loading it).
+func (n *Node) durableState(k crdt.Key) (crdt.PNCounter, error) {
+	if e := n.counters.lookup(k); e != nil {
+		return e.durableState(), nil
+	}
+	c, _, err := n.store.Counter(k)
+	if err != nil {
+		return crdt.PNCounter{}, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+	}
+	return c, nil
 }
 
 // EnableReplication starts replicating this node's counters. It loads every
@@ -419,16 +429,9 @@ func (n *Node) RegionViews(video string) (map[string]uint64, error) {
 	if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
 		return nil, err
 	}
-	k := crdt.Key{Video: video, Event: EventView}
-	var st crdt.PNCounter
-	if e := n.counters.lookup(k); e != nil {
-		st = e.durableState()
-	} else {
-		c, _, err := n.store.Counter(k)
-		if err != nil {
-			return nil, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
-		}
-		st = c
+	st, err := n.durableState(crdt.Key{Video: video, Event: EventView})
+	if err != nil {
+		return nil, err
 	}
 	regionOf := map[crdt.ReplicaID]string{n.id.Replica: n.cfg.Region}
 	if r := n.repl.Load(); r != nil {

@@ -4,46 +4,54 @@ import (
 	"hash/maphash"
 	"sync"
 
+	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
 )
 
 const claimShards = 256
 
-// claimTable holds the dedup claims of the live windows in memory. Memory is
-// authoritative for a window when every claim ever made in it went through
-// this table: the window is after startWindow (the later of the window the
-// node started in and the highest window any earlier incarnation claimed in,
-// which a clock stepped back can put ahead of the first) and has not been
-// dropped from memory. Other windows are looked up in Badger.
+// claimTable holds the dedup claim sets of every live window in memory: the
+// node loads them all at start (Open), keeps every claim it makes or receives
+// until its window has expired (window end plus the lag budget), and so never
+// reads Badger to decide a claim.
+//
+// Every change to a claim set happens while the committer's admission gate is
+// held (Committer.Admit), and the changed key is queued for the next batch;
+// the committer's Prepare hook writes the current state of every queued key,
+// so a claim and the counter change it explains are durable together.
 type claimTable struct {
-	seed        maphash.Seed
-	startWindow uint64
-	shards      [claimShards]claimShard
+	seed     maphash.Seed
+	windowMs int64
+	lagMs    int64
+	shards   [claimShards]claimShard
+
+	queueMu sync.Mutex       // protects queue
+	queue   []store.ClaimKey // claim sets changed since the last batch was cut
 }
 
 type claimShard struct {
-	mu        sync.Mutex // protects everything below
-	maxWindow uint64     // the newest window put; windows before maxWindow-1 are dropped
-	windows   map[uint64]map[claimID]store.Claim
-	// loading holds claims being looked up in Badger, so that two concurrent
-	// requests for the same claim cannot both decide to count it.
-	loading map[store.ClaimKey]chan struct{}
-	// unsynced holds new claims whose batch is not yet durable: a repeat must
-	// not answer "already counted" for a view that a crash could still lose.
+	mu      sync.Mutex // protects everything below
+	windows map[uint64]map[claimID]crdt.Claims
+	// unsynced holds new claims of this node whose batch is not yet durable:
+	// a repeat must not answer "already counted" for a view that a crash
+	// could still lose.
 	unsynced map[store.ClaimKey]chan struct{}
 }
 
 type claimID struct{ video, user string }
 
-func newClaimTable(startWindow uint64) *claimTable {
-	t := &claimTable{seed: maphash.MakeSeed(), startWindow: startWindow}
+func newClaimTable(windowMs, lagMs int64) *claimTable {
+	t := &claimTable{seed: maphash.MakeSeed(), windowMs: windowMs, lagMs: lagMs}
 	for i := range t.shards {
-		t.shards[i].windows = make(map[uint64]map[claimID]store.Claim)
-		t.shards[i].loading = make(map[store.ClaimKey]chan struct{})
+		t.shards[i].windows = make(map[uint64]map[claimID]crdt.Claims)
 		t.shards[i].unsynced = make(map[store.ClaimKey]chan struct{})
 	}
 	return t
 }
+
+// expiryMs is when the claims of window w may be forgotten: the end of the
+// window plus the lag budget. Every replica derives it from the key alone.
+func (t *claimTable) expiryMs(w uint64) int64 { return int64(w+1)*t.windowMs + t.lagMs }
 
 func (t *claimTable) shard(k store.ClaimKey) *claimShard {
 	var h maphash.Hash
@@ -54,68 +62,135 @@ func (t *claimTable) shard(k store.ClaimKey) *claimShard {
 	return &t.shards[h.Sum64()%claimShards]
 }
 
-// claimResult is the outcome of claimTable.claim.
-type claimResult struct {
-	won bool        // the claim is new: count the view, then call settle
-	old store.Claim // the existing claim when !won
-	// synced, when !won, is closed once the existing claim is durable (nil if
-	// it already is).
-	synced <-chan struct{}
-}
-
-// claim records c under k unless k is already claimed. lookup reads Badger
-// for windows where memory is not authoritative; its error aborts the claim.
-// A won claim stays "unsynced" until settle(k) is called.
-func (t *claimTable) claim(k store.ClaimKey, c store.Claim, lookup func(store.ClaimKey) (store.Claim, bool, error)) (claimResult, error) {
+// claimLocal claims k for replica self at ingestMs unless k already has a
+// claim set (made here or received from a peer). A won claim is queued for
+// the next batch and stays "unsynced" until settle(k). When k was claimed
+// already, synced is closed once that claim is durable (nil if it is).
+// Callers hold the admission gate.
+func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64) (won bool, synced <-chan struct{}) {
 	s := t.shard(k)
 	id := claimID{k.Video, k.User}
-	for {
-		s.mu.Lock()
-		if old, ok := s.windows[k.Window][id]; ok {
-			r := claimResult{old: old}
-			if ch, ok := s.unsynced[k]; ok {
-				r.synced = ch
-			}
-			s.mu.Unlock()
-			return r, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.windows[k.Window]
+	if _, ok := m[id]; ok {
+		if ch, ok := s.unsynced[k]; ok {
+			return false, ch
 		}
-		if k.Window > t.startWindow && k.Window+1 >= s.maxWindow {
-			s.winLocked(k, id, c)
-			s.mu.Unlock()
-			return claimResult{won: true}, nil
-		}
-		if wait, busy := s.loading[k]; busy {
-			s.mu.Unlock()
-			<-wait // another request is reading Badger for this claim; then look again
-			continue
-		}
-		wait := make(chan struct{})
-		s.loading[k] = wait
-		s.mu.Unlock()
-
-		old, found, err := lookup(k)
-
-		s.mu.Lock()
-		delete(s.loading, k)
-		close(wait)
-		switch {
-		case err != nil:
-			s.mu.Unlock()
-			return claimResult{}, err
-		case found:
-			s.putLocked(k.Window, id, old)
-			s.mu.Unlock()
-			return claimResult{old: old}, nil
-		}
-		s.winLocked(k, id, c)
-		s.mu.Unlock()
-		return claimResult{won: true}, nil
+		return false, nil
 	}
+	if m == nil {
+		m = make(map[claimID]crdt.Claims)
+		s.windows[k.Window] = m
+	}
+	m[id] = crdt.NewClaims(self, ingestMs)
+	s.unsynced[k] = make(chan struct{})
+	t.enqueue(k)
+	return true, nil
 }
 
-func (s *claimShard) winLocked(k store.ClaimKey, id claimID, c store.Claim) {
-	s.putLocked(k.Window, id, c)
-	s.unsynced[k] = make(chan struct{})
+// mergeResult is what merging a remote claim set did.
+type mergeResult struct {
+	changed    bool // the local claim set changed (and was queued)
+	compensate bool // self lost: add 1 to its N slot of the counter, in this batch
+	adopted    bool // the local set now equals the remote one (no echo back)
+}
+
+// merge folds the claim set c received from a peer into k's and applies the
+// claim rule for self: if self claimed k and now loses, its claim moves to
+// StageCompensated and the caller must add 1 to self's N slot of the counter
+// while still holding the admission gate. Callers hold the gate.
+func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID) mergeResult {
+	s := t.shard(k)
+	id := claimID{k.Video, k.User}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.windows[k.Window]
+	cur, ok := m[id]
+	if ok {
+		cur = cur.Clone() // readers may hold the old value's slots
+	}
+	var r mergeResult
+	r.changed = cur.Merge(c)
+	if cur.Compensate(self) {
+		r.changed, r.compensate = true, true
+	}
+	if !r.changed {
+		return r
+	}
+	if m == nil {
+		m = make(map[claimID]crdt.Claims)
+		s.windows[k.Window] = m
+	}
+	m[id] = cur
+	r.adopted = cur.Equal(c)
+	t.enqueue(k)
+	return r
+}
+
+// load puts a claim set read from disk at start into the table.
+func (t *claimTable) load(k store.ClaimKey, c crdt.Claims) {
+	s := t.shard(k)
+	s.mu.Lock()
+	m := s.windows[k.Window]
+	if m == nil {
+		m = make(map[claimID]crdt.Claims)
+		s.windows[k.Window] = m
+	}
+	m[claimID{k.Video, k.User}] = c
+	s.mu.Unlock()
+}
+
+// get returns k's claim set, if it has one.
+func (t *claimTable) get(k store.ClaimKey) (crdt.Claims, bool) {
+	s := t.shard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.windows[k.Window][claimID{k.Video, k.User}]
+	return c, ok
+}
+
+func (t *claimTable) enqueue(k store.ClaimKey) {
+	t.queueMu.Lock()
+	t.queue = append(t.queue, k)
+	t.queueMu.Unlock()
+}
+
+// prepare is the claims' part of the committer's Prepare hook (which runs
+// with the admission gate held exclusively): it appends the current state of
+// every queued claim set that has not expired at nowMs, and returns the
+// written keys (for replication, once durable) and the function that queues
+// them again if the batch fails.
+func (t *claimTable) prepare(dst []store.Mutation, nowMs int64) ([]store.Mutation, []store.ClaimKey, error) {
+	t.queueMu.Lock()
+	queue := t.queue
+	t.queue = nil
+	t.queueMu.Unlock()
+	var firstErr error
+	written := queue[:0]
+	for _, k := range queue {
+		c, ok := t.get(k)
+		ttlMs := t.expiryMs(k.Window) - nowMs
+		if !ok || ttlMs <= 0 {
+			continue // expired: nothing needs it any more
+		}
+		m, err := store.ClaimMutation(k, c, msDuration(ttlMs))
+		if err != nil {
+			firstErr = err
+			t.enqueue(k)
+			continue
+		}
+		dst = append(dst, m)
+		written = append(written, k)
+	}
+	return dst, written, firstErr
+}
+
+// requeue queues keys whose batch failed to be written again.
+func (t *claimTable) requeue(keys []store.ClaimKey) {
+	t.queueMu.Lock()
+	t.queue = append(t.queue, keys...)
+	t.queueMu.Unlock()
 }
 
 // settle marks a won claim as durable (or as final after a failed write) and
@@ -130,28 +205,25 @@ func (t *claimTable) settle(k store.ClaimKey) {
 	s.mu.Unlock()
 }
 
-// putLocked stores a claim and drops windows older than the one before it:
-// only the current window decides dedup, the previous one is kept for views
-// ingested just before the boundary. Callers hold s.mu.
-func (s *claimShard) putLocked(window uint64, id claimID, c store.Claim) {
-	// A window older than maxWindow-1 (the clock went back) is kept too,
-	// until the next new window: memory is checked before Badger, and a claim
-	// not yet durable must still be found.
-	m := s.windows[window]
-	if m == nil {
-		m = make(map[claimID]store.Claim)
-		s.windows[window] = m
-		s.maxWindow = max(s.maxWindow, window)
-		for w := range s.windows {
-			if w+1 < s.maxWindow {
+// expire drops the windows whose expiry is at or before nowMs and reports
+// how many claim sets went.
+func (t *claimTable) expire(nowMs int64) int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for w, m := range s.windows {
+			if t.expiryMs(w) <= nowMs {
+				n += len(m)
 				delete(s.windows, w)
 			}
 		}
+		s.mu.Unlock()
 	}
-	m[id] = c
+	return n
 }
 
-// len is the number of claims in memory.
+// len is the number of claim sets in memory.
 func (t *claimTable) len() int {
 	n := 0
 	for i := range t.shards {

@@ -45,7 +45,8 @@ type counterEntry struct {
 // countView is the published, read-only summary of a durable state.
 type countView struct {
 	value       uint64
-	lastUpdated int64 // unix ms, 0 if never
+	compensated uint64 // Σ N: counts taken back (double counts across regions)
+	lastUpdated int64  // unix ms, 0 if never
 }
 
 func newCounterTable() *counterTable {
@@ -105,6 +106,16 @@ func (t *counterTable) len() int {
 func (t *counterTable) increment(e *counterEntry, r crdt.ReplicaID, n uint64, nowMs int64) {
 	e.mu.Lock()
 	e.live.Increment(r, n, nowMs)
+	queue := e.markDirtyLocked()
+	e.mu.Unlock()
+	t.enqueue(queue, e)
+}
+
+// compensate adds 1 to replica r's N slot of e (a lost claim, see
+// exactlyonce.go) and queues e for the next batch.
+func (t *counterTable) compensate(e *counterEntry, r crdt.ReplicaID, nowMs int64) {
+	e.mu.Lock()
+	e.live.Decrement(r, 1, nowMs)
 	queue := e.markDirtyLocked()
 	e.mu.Unlock()
 	t.enqueue(queue, e)
@@ -216,7 +227,7 @@ func (t *counterTable) requeue(e *counterEntry) {
 
 // publish makes the durable state visible to readers. Callers hold e.mu.
 func (e *counterEntry) publish() {
-	e.view.Store(&countView{value: e.durable.Value(), lastUpdated: e.durable.LastUpdated()})
+	e.view.Store(&countView{value: e.durable.Value(), compensated: e.durable.N.Value(), lastUpdated: e.durable.LastUpdated()})
 }
 
 // liveValue is the value including increments not yet durable (async acks).

@@ -43,9 +43,9 @@ type Node struct {
 	eventSeq atomic.Uint64              // unique suffix of raw event keys
 	repl     atomic.Pointer[replicator] // nil unless EnableReplication was called
 
-	highMu           sync.Mutex // protects claimHigh, claimHighDurable
-	claimHigh        uint64     // the highest window claimed in, by any incarnation
-	claimHighDurable uint64     // the highest window recorded on disk
+	expireMu      sync.Mutex   // serialises expireClaims
+	nextExpire    atomic.Int64 // unix ms of the next sweep of expired claims
+	compensations atomic.Uint64
 
 	failed    atomic.Bool // a batch failed to persist: not ready any more
 	closeOnce sync.Once
@@ -118,16 +118,24 @@ func Open(cfg Config) (*Node, error) {
 	if n.id.Reason != "" {
 		n.log.Info("new replica id", "replica", n.id.Replica.String(), "previous", n.id.Previous.String(), "reason", n.id.Reason)
 	}
-	startMs := n.now().UnixMilli()
-	high, err := st.ClaimHighWater()
+	n.claims = newClaimTable(n.windowMs, cfg.LagBudget.Milliseconds())
+	nowMs := n.now().UnixMilli()
+	var owing []store.ClaimKey
+	err = st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error {
+		if n.claims.expiryMs(k.Window) > nowMs {
+			n.claims.load(k, c)
+			if c.Owes(n.id.Replica) {
+				owing = append(owing, k)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		if n.ownStore {
 			st.Close()
 		}
-		return nil, fmt.Errorf("open node: %w", err)
+		return nil, fmt.Errorf("open node: load claims: %w", err)
 	}
-	n.claimHigh, n.claimHighDurable = high, high
-	n.claims = newClaimTable(max(uint64(startMs/n.windowMs), high))
 	n.counters.onDurable = n.replicateDurable
 	n.eventSeq.Store(uint64(time.Now().UnixNano()))
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
@@ -136,6 +144,14 @@ func Open(cfg Config) (*Node, error) {
 		Observe:    n.observeBatch,
 		Manual:     cfg.ManualCommit,
 	})
+	// A claim set stored as lost but not compensated (written by a version
+	// that did not compensate): apply the rule now.
+	for _, k := range owing {
+		if _, err := n.mergeClaims(k, crdt.Claims{}); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("open node: settle claim: %w", err)
+		}
+	}
 	return n, nil
 }
 
@@ -176,23 +192,26 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 	if err != nil {
 		n.log.Error("encode counter state", "err", err)
 	}
-	// Prepare runs with admission held off, so a claim of a new window and
-	// the high-water mark that covers it land in the same batch.
-	n.highMu.Lock()
-	high := n.claimHigh
-	if high <= n.claimHighDurable {
-		n.highMu.Unlock()
+	// Prepare runs with admission held off, so a claim set and the counter
+	// change it explains (a count, a compensation) land in the same batch.
+	dst, claimed, err := n.claims.prepare(dst, n.now().UnixMilli())
+	if err != nil {
+		n.log.Error("encode claim set", "err", err)
+	}
+	if len(claimed) == 0 {
 		return dst, after
 	}
-	n.highMu.Unlock()
-	dst = append(dst, store.ClaimHighWaterMutation(high))
 	return dst, func(err error) {
-		if err == nil {
-			n.highMu.Lock()
-			n.claimHighDurable = max(n.claimHighDurable, high)
-			n.highMu.Unlock()
-		}
 		after(err)
+		if err != nil {
+			n.claims.requeue(claimed)
+			return
+		}
+		keys := make([]crdt.Key, len(claimed))
+		for i, k := range claimed {
+			keys[i] = k.Key()
+		}
+		n.replicateDurable(keys)
 	}
 }
 
@@ -356,6 +375,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 		}
 		b.entries[i] = e
 	}
+	n.expireClaims(now)
 	release, err := n.committer.Admit(2 * len(views))
 	switch {
 	case errors.Is(err, store.ErrOverloaded):
@@ -368,9 +388,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	defer release()
 
 	window := uint64(nowMs / n.windowMs)
-	claimTTL := n.claimTTL(nowMs, window)
-	claim := store.Claim{Replica: n.id.Replica, IngestMs: nowMs}
-	muts := make([]store.Mutation, 0, 2*len(views))
+	muts := make([]store.Mutation, 0, len(views))
 	for i, v := range views {
 		e := b.entries[i]
 		if e == nil {
@@ -381,21 +399,14 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			fate = store.FateRateLimited
 		} else {
 			ck := store.ClaimKey{Video: v.Video, User: v.User, Window: window}
-			cr, err := n.claims.claim(ck, claim, n.store.Claim)
-			if err != nil {
-				results[i].Err = fmt.Errorf("%w: dedup lookup: %v", ErrUnavailable, err)
-				b.entries[i] = nil
-				continue
-			}
-			if cr.won {
-				n.raiseClaimHigh(window)
+			won, synced := n.claims.claimLocal(ck, n.id.Replica, nowMs)
+			if won {
 				b.claimed = append(b.claimed, ck)
 				n.counters.increment(e, n.id.Replica, 1, nowMs)
-				muts = append(muts, store.ClaimMutation(ck, claim, claimTTL))
 			} else {
 				fate = store.FateDuplicate
-				if cr.synced != nil {
-					b.waits = append(b.waits, cr.synced)
+				if synced != nil {
+					b.waits = append(b.waits, synced)
 				}
 			}
 		}
@@ -426,19 +437,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	return b, nil
 }
 
-// raiseClaimHigh notes that a claim was made in window.
-func (n *Node) raiseClaimHigh(window uint64) {
-	n.highMu.Lock()
-	n.claimHigh = max(n.claimHigh, window)
-	n.highMu.Unlock()
-}
-
-// claimTTL is how long a claim made now in window must be kept: to the end of
-// its window plus the lag budget.
-func (n *Node) claimTTL(nowMs int64, window uint64) time.Duration {
-	endMs := int64(window+1) * n.windowMs
-	return time.Duration(endMs-nowMs)*time.Millisecond + n.cfg.LagBudget
-}
+func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 
 func (n *Node) validate(v View, nowMs int64) error {
 	if err := CheckID(CodeInvalidVideoID, "videoId", v.Video); err != nil {
@@ -472,7 +471,11 @@ func (n *Node) entry(k crdt.Key) (*counterEntry, error) {
 
 // Count is a counter's durable value as this node knows it.
 type Count struct {
-	Value       uint64
+	Value uint64
+	// Compensated is how many counts this video's replicas took back
+	// because a failover had counted the same view in two places: Value +
+	// Compensated is every count ever made (it never decreases).
+	Compensated uint64
 	LastUpdated time.Time // zero if never updated
 }
 
@@ -494,7 +497,7 @@ func (n *Node) Views(video string) (Count, error) {
 		e = n.counters.insert(k, c)
 	}
 	v := e.view.Load()
-	out := Count{Value: v.value}
+	out := Count{Value: v.value, Compensated: v.compensated}
 	if v.lastUpdated > 0 {
 		out.LastUpdated = time.UnixMilli(v.lastUpdated).UTC()
 	}
@@ -503,16 +506,19 @@ func (n *Node) Views(video string) (Count, error) {
 
 // Stats are gauges of a node's memory.
 type Stats struct {
-	Counters     int // counters held in memory
-	Claims       int // dedup claims held in memory
-	RateBuckets  int // rate-limit buckets held in memory
-	StoreLSM     int64
-	StoreValLog  int64
-	ReplicaID    crdt.ReplicaID
-	Durability   Durability
-	DedupWindow  time.Duration
-	Region       string
-	StartedFresh bool // a new replica ID was taken at start
+	Counters int // counters held in memory
+	Claims   int // dedup claim sets held in memory
+	// Compensations counts the views this node took back since it started:
+	// its claim lost to an earlier one for the same view elsewhere.
+	Compensations uint64
+	RateBuckets   int // rate-limit buckets held in memory
+	StoreLSM      int64
+	StoreValLog   int64
+	ReplicaID     crdt.ReplicaID
+	Durability    Durability
+	DedupWindow   time.Duration
+	Region        string
+	StartedFresh  bool // a new replica ID was taken at start
 }
 
 // Stats samples the node's gauges.
@@ -523,7 +529,7 @@ func (n *Node) Stats() Stats {
 		rb += n.ips.len()
 	}
 	return Stats{
-		Counters: n.counters.len(), Claims: n.claims.len(), RateBuckets: rb,
+		Counters: n.counters.len(), Claims: n.claims.len(), Compensations: n.compensations.Load(), RateBuckets: rb,
 		StoreLSM: lsm, StoreValLog: vlog, ReplicaID: n.id.Replica,
 		Durability: n.cfg.Durability, DedupWindow: n.cfg.DedupWindow, Region: n.cfg.Region,
 		StartedFresh: n.id.Reason != "",

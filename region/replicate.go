@@ -11,6 +11,7 @@ import (
 
 	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/replication"
+	"github.com/tallyhq/tally/store"
 )
 
 // Transport delivers encoded replication messages to a peer's replication
@@ -93,7 +94,17 @@ func (s nodeSource) State(k crdt.Key) crdt.PNCounter {
 
 // durableState is k's durable state: from memory, or from disk when k is not
 // in memory (without loading it).
+//
+// A claim set is read from memory, where it may hold a change whose batch is
+// not durable yet. That is safe to ship: the engine only knows a claim key
+// after its first durable write (Changed is called from the batch's after
+// hook), and a later change is either a peer's claim, durable at that peer,
+// or this node's compensation, which it redoes after a crash if it was lost.
 func (n *Node) durableState(k crdt.Key) (crdt.PNCounter, error) {
+	if ck, ok := crdt.ParseClaimKey(k); ok {
+		c, _ := n.claims.get(ck)
+		return c.State(), nil
+	}
 	if e := n.counters.lookup(k); e != nil {
 		return e.durableState(), nil
 	}
@@ -126,6 +137,16 @@ func (n *Node) EnableReplication(rc ReplicationConfig) error {
 	if err != nil {
 		return fmt.Errorf("enable replication: load counters: %w", err)
 	}
+	nowMs := n.now().UnixMilli()
+	err = n.store.ForEachClaim(func(k store.ClaimKey, _ crdt.Claims) error {
+		if n.claims.expiryMs(k.Window) > nowMs {
+			keys = append(keys, k.Key())
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("enable replication: load claims: %w", err)
+	}
 	r := &replicator{engine: eng, transport: rc.Transport, peers: make(map[replication.NodeID]Peer), echoes: make(map[crdt.Key]echo)}
 	r.mu.Lock()
 	for _, k := range keys {
@@ -150,7 +171,7 @@ func (n *Node) replicateDurable(keys []crdt.Key) {
 	for _, k := range keys {
 		if ec, ok := r.echoes[k]; ok {
 			delete(r.echoes, k)
-			if e := n.counters.lookup(k); e != nil && e.durableState().Equal(ec.state) {
+			if st, err := n.durableState(k); err == nil && st.Equal(ec.state) {
 				r.engine.ChangedFrom(now, k, ec.from, ec.epoch)
 				continue
 			}
@@ -203,6 +224,7 @@ func (n *Node) ReplicationTick() {
 	if r == nil {
 		return
 	}
+	n.expireClaims(n.now())
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n.handleReady(r, r.engine.Tick(n.now()))
@@ -267,23 +289,24 @@ func (n *Node) handleReady(r *replicator, rd replication.Ready) {
 		n.sendLocked(r, m)
 	}
 	for _, a := range rd.Apply {
-		for _, e := range a.Entries {
-			if !validID(e.Key.Video) || !validID(e.Key.Event) {
-				// Authenticated peers run the same validation; a key that
-				// breaks it would make the store unreadable at the next start.
-				n.log.Warn("replicated key refused", "from", string(a.From), "key", e.Key.String())
-				continue
+		// Counters first: a claim usually travels with the counter change
+		// that made it, and a loser that already holds the winner's count
+		// does not dip below it when it compensates.
+		failed := false
+		for pass := range 2 {
+			for _, e := range a.Entries {
+				if e.Key.IsClaim() != (pass == 1) {
+					continue
+				}
+				if err := n.applyEntry(r, a, e); err != nil {
+					n.log.Error("apply replicated state", "from", string(a.From), "key", e.Key.String(), "err", err)
+					failed = true // no ack: the peer resends
+				}
 			}
-			entry, err := n.entry(e.Key)
-			if err != nil {
-				n.log.Error("apply replicated state", "key", e.Key.String(), "err", err)
-				continue // no ack: the peer resends
-			}
-			if n.counters.merge(entry, e.State) && entry.liveEquals(e.State) {
-				r.echoes[e.Key] = echo{from: a.From, epoch: a.FromEpoch, state: e.State.Clone()}
-			} else {
-				delete(r.echoes, e.Key)
-			}
+		}
+		if failed {
+			n.committer.Kick()
+			continue
 		}
 		if a.Ack == nil {
 			n.committer.Kick()
@@ -296,6 +319,56 @@ func (n *Node) handleReady(r *replicator, rd replication.Ready) {
 			continue
 		}
 		r.acks = append(r.acks, pendingAck{durable: t.Done(), msg: *a.Ack})
+	}
+}
+
+// applyEntry merges one replicated state. An invalid key is logged and
+// dropped (authenticated peers run the same validation); an error means the
+// state could not be applied and the message must not be acknowledged.
+// Callers hold r.mu.
+func (n *Node) applyEntry(r *replicator, a replication.Apply, e replication.Entry) error {
+	if ck, ok := crdt.ParseClaimKey(e.Key); ok {
+		if !validID(ck.Video) || !validID(ck.User) {
+			n.log.Warn("replicated claim refused", "from", string(a.From), "key", e.Key.String())
+			return nil
+		}
+		if n.claims.expiryMs(ck.Window) <= n.now().UnixMilli() {
+			return nil // expired here: nothing needs it any more
+		}
+		c, err := crdt.ClaimsFromState(e.State)
+		if err != nil {
+			n.log.Warn("replicated claim refused", "from", string(a.From), "key", e.Key.String(), "err", err)
+			return nil
+		}
+		adopted, err := n.mergeClaims(ck, c)
+		if err != nil {
+			return err
+		}
+		n.noteEcho(r, a, e, adopted)
+		return nil
+	}
+	if !validID(e.Key.Video) || !validID(e.Key.Event) {
+		// A key that breaks validation would make the store unreadable at
+		// the next start.
+		n.log.Warn("replicated key refused", "from", string(a.From), "key", e.Key.String())
+		return nil
+	}
+	entry, err := n.entry(e.Key)
+	if err != nil {
+		return err
+	}
+	n.noteEcho(r, a, e, n.counters.merge(entry, e.State) && entry.liveEquals(e.State))
+	return nil
+}
+
+// noteEcho remembers that a merge made k's state exactly the sender's (so
+// the change is not shipped back to it), or forgets an older such note.
+// Callers hold r.mu.
+func (n *Node) noteEcho(r *replicator, a replication.Apply, e replication.Entry, adopted bool) {
+	if adopted {
+		r.echoes[e.Key] = echo{from: a.From, epoch: a.FromEpoch, state: e.State.Clone()}
+	} else {
+		delete(r.echoes, e.Key)
 	}
 }
 

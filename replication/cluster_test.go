@@ -84,6 +84,9 @@ type cluster struct {
 	cut    map[[2]NodeID]bool
 	truth  map[crdt.Key]crdt.PNCounter
 	lossy  map[crdt.ReplicaID]bool // replicas whose node was wiped
+	// expired, if set, names keys past their end of life (Engine.Forget):
+	// nodes ignore them when they arrive, as region does with old claims.
+	expired func(crdt.Key) bool
 
 	trace     *strings.Builder // nil: no trace
 	nextEpoch uint64           // if set, the epoch of the next engine started
@@ -277,6 +280,9 @@ func (c *cluster) send(msgs []Message) {
 func (c *cluster) handle(nd *simNode, r Ready) {
 	for _, a := range r.Apply {
 		for _, e := range a.Entries {
+			if c.expired != nil && c.expired(e.Key) {
+				continue
+			}
 			st := nd.states[e.Key].Clone()
 			if st.Merge(e.State) {
 				nd.states[e.Key] = st

@@ -46,8 +46,9 @@
 // Clients: each user has a home region and sticks to one node there (dedup
 // claims are node-local). A client that gets no answer within ClientTimeout,
 // or finds its node down, opens a circuit breaker on that node and resends
-// the view to the nearest other region. The view may then be counted twice;
-// that is measured (doubleCounted), not yet an invariant.
+// the view to the nearest other region. The view may then be counted by two
+// nodes (measured as doubleCounted); the claim rule must take every such double count
+// back, so that replicas converge to exactly one count per view.
 //
 // # Phases and invariants
 //
@@ -59,16 +60,19 @@
 //   - no acknowledged view is lost (sync durability): a view is acknowledged
 //     only once the batch holding it is durable, and every durable counted
 //     view is in the reference the replicas must converge to;
-//   - a node's durable count of a video never goes backwards, across
+//   - the counts of a video a node has ever made (Value + Compensated: its
+//     value goes down only by a compensation) never go backwards, across
 //     crashes and restarts too (reads serve durable state in both modes; in
 //     async mode only the count returned with an acknowledgement, which
 //     includes unsynced views, may go back after a crash, and acknowledged
 //     views may be lost: measured as ackedLost);
-//   - no node ever shows more views than were durably counted (the reference);
+//   - no node ever shows more counts made than views durably counted;
 //   - a node counts a (video, user, dedup window) at most once;
-//   - after the heal, every replica equals the reference within ConvergeWithin.
+//   - after the heal, every replica equals the reference within
+//     ConvergeWithin: exactly once across regions.
 //
-// The reference count of a video is the number of views a node answered
-// counted:true and whose batch became durable: each is exactly one slot
-// increment.
+// A view a node answered counted:true and whose batch became durable is one
+// slot increment. The reference count of a video is the number of distinct
+// (video, user, window) among those: a view counted by two nodes after a
+// failover must end up counted once everywhere.
 package sim

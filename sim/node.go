@@ -30,6 +30,9 @@ type node struct {
 	pending []*submission
 	// last is the latest durable count read per video (monotonicity).
 	last []uint64
+	// lastGross is the latest Value + Compensated per video: every count
+	// ever made, which never decreases (Value does, by compensations).
+	lastGross []uint64
 
 	replica   crdt.ReplicaID
 	replicas  int // replica IDs taken so far (1 + restarts that needed a new one)

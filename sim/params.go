@@ -322,9 +322,12 @@ func (p Params) swarmed() Params {
 	p.Flaps *= factor()
 	// Small engine limits drive the paths big ones never reach: a change log
 	// that drops keys (digest repair), multi-page repairs, stop-and-wait deltas.
-	p.LogCapacity = []int{p.LogCapacity, p.LogCapacity, 16, 4}[r.Intn(4)]
+	// Every counted view is also a replicated key (its claim set), so a run
+	// has thousands of keys: the smallest limits stay large enough for a
+	// full repair of them to fit in the convergence budget over a WAN.
+	p.LogCapacity = []int{p.LogCapacity, p.LogCapacity, 64, 16}[r.Intn(4)]
 	p.Buckets = []int{p.Buckets, p.Buckets, 16, 1}[r.Intn(4)]
-	p.BatchKeys = []int{p.BatchKeys, p.BatchKeys, 8, 1}[r.Intn(4)]
+	p.BatchKeys = []int{p.BatchKeys, p.BatchKeys, 32, 8}[r.Intn(4)]
 	p.Inflight = []int{p.Inflight, p.Inflight, 2, 1}[r.Intn(4)]
 	// Without periodic repair, deltas alone must converge the cluster
 	// (repair still runs on joins, restarts and log truncation).

@@ -137,7 +137,7 @@ func (s *Sim) report(r Result, base Params) {
 		st.views, st.attempts, st.failovers, st.timeouts, st.refused, st.gaveUp, st.lateReplies)
 	s.printf("  fates: counted=%d duplicate=%d rate_limited=%d; acked=%d (counted %d)\n",
 		st.counted, st.duplicates, st.rateLimited, st.acked, st.ackedCounted)
-	s.printf("  reference=%d doubleCounted=%d ackedLost=%d lostUnacked=%d\n",
+	s.printf("  reference=%d doubleCounted=%d (compensated) ackedLost=%d lostUnacked=%d\n",
 		r.Reference, r.DoubleCounted, r.AckedLost, r.LostCounted-r.AckedLost)
 	if s.diagnosis != "" {
 		s.printf("%s", s.diagnosis)

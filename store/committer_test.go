@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tallyhq/tally/crdt"
 )
 
 // batchLog collects the BatchStats a committer observes.
@@ -548,7 +550,12 @@ func TestCommitterDurableAcrossReopen(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			muts := []Mutation{{Key: key(i), Value: key(i)}, ClaimMutation(ClaimKey{Video: "v", User: fmt.Sprint(i), Window: 7}, Claim{Replica: 3, IngestMs: int64(i)}, time.Hour)}
+			cm, err := ClaimMutation(ClaimKey{Video: "v", User: fmt.Sprint(i), Window: 7}, crdt.NewClaims(3, int64(i+1)), time.Hour)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			muts := []Mutation{{Key: key(i), Value: key(i)}, cm}
 			tk, err := c.Submit(muts...)
 			if err == nil {
 				err = tk.Wait(ctx)
@@ -585,7 +592,7 @@ func TestCommitterDurableAcrossReopen(t *testing.T) {
 			t.Errorf("key %d after reopen: %q, %v", i, v, ok)
 		}
 		c, ok, err := s.Claim(ClaimKey{Video: "v", User: fmt.Sprint(i), Window: 7})
-		if err != nil || !ok || c != (Claim{Replica: 3, IngestMs: int64(i)}) {
+		if err != nil || !ok || !c.Equal(crdt.NewClaims(3, int64(i+1))) {
 			t.Errorf("claim %d after reopen: %+v, %v, %v", i, c, ok, err)
 		}
 	}

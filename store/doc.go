@@ -9,7 +9,8 @@
 //
 //	'm' name                                   node metadata (see below)
 //	'c' video 0x00 event                       counter state: crdt.PNCounter, msgpack
-//	'd' video 0x00 user 0x00 window(u64 BE)    dedup claim: replica(u64 BE) ingestMs(u64 BE);
+//	'd' video 0x00 user 0x00 window(u64 BE)    dedup claim set: crdt.Claims as a PNCounter,
+//	                                           msgpack (16 bytes replica, ingestMs in format 1);
 //	                                           TTL = end of window + lag budget
 //	'e' ingestMs(u64 BE) replica(u64 BE) seq(u64 BE)
 //	                                           raw event log: Event, msgpack; TTL = retention
@@ -20,9 +21,9 @@
 //	"m" "dirty"     present while a node runs with async durability; found at
 //	                start, it means the last async run did not shut down cleanly
 //	                and may have acknowledged writes it never persisted
-//	"m" "format"    schema version (u64 BE); a newer one is refused
-//	"m" "claimhigh" the highest dedup window claimed in (u64 BE), written in
-//	                the batch of the first claim of each new window
+//	"m" "format"    schema version (u64 BE, now 2); a newer one is refused
+//	"m" "claimhigh" written by format 1 only; ignored (claims of live windows
+//	                are all loaded at start now)
 //
 // # Durability
 //

@@ -100,20 +100,11 @@ func (s *Store) ForEachCounter(fn func(crdt.Key, crdt.PNCounter) error) error {
 	})
 }
 
-// ClaimKey names a dedup claim: one user's view of one video in one window.
-type ClaimKey struct {
-	Video  string
-	User   string
-	Window uint64 // window index: ingest unix ms / window length
-}
+// ClaimKey names a dedup claim; see crdt.ClaimKey.
+type ClaimKey = crdt.ClaimKey
 
-// Claim records which replica counted a view, and when.
-type Claim struct {
-	Replica  crdt.ReplicaID
-	IngestMs int64
-}
-
-func (k ClaimKey) bytes() []byte {
+// claimKeyBytes is the Badger key of the claim set of k.
+func claimKeyBytes(k ClaimKey) []byte {
 	b := make([]byte, 0, 11+len(k.Video)+len(k.User))
 	b = append(b, prefixClaim)
 	b = append(b, k.Video...)
@@ -123,35 +114,92 @@ func (k ClaimKey) bytes() []byte {
 	return binary.BigEndian.AppendUint64(b, k.Window)
 }
 
-// ClaimMutation is the write that stores claim c under k until ttl passes.
-func ClaimMutation(k ClaimKey, c Claim, ttl time.Duration) Mutation {
-	v := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(c.Replica))
-	v = binary.BigEndian.AppendUint64(v, uint64(c.IngestMs))
-	return Mutation{Key: k.bytes(), Value: v, TTL: ttl}
+// parseClaimKey is the inverse of claimKeyBytes.
+func parseClaimKey(b []byte) (ClaimKey, error) {
+	if len(b) < 13 || b[0] != prefixClaim || b[len(b)-9] != 0 {
+		return ClaimKey{}, fmt.Errorf("%w: claim key %q", ErrCorrupt, b)
+	}
+	video, user, ok := bytes.Cut(b[1:len(b)-9], []byte{0})
+	if !ok || len(video) == 0 || len(user) == 0 || len(video) > maxIDLen || len(user) > maxIDLen {
+		return ClaimKey{}, fmt.Errorf("%w: claim key %q", ErrCorrupt, b)
+	}
+	return ClaimKey{Video: string(video), User: string(user), Window: binary.BigEndian.Uint64(b[len(b)-8:])}, nil
 }
 
-// Claim reads the claim stored under k; ok is false if there is none (or it expired).
-func (s *Store) Claim(k ClaimKey) (c Claim, ok bool, err error) {
+// ClaimMutation is the write that stores the claim set c under k until ttl
+// passes (0: forever).
+func ClaimMutation(k ClaimKey, c crdt.Claims, ttl time.Duration) (Mutation, error) {
+	v, err := c.State().MarshalBinary()
+	if err != nil {
+		return Mutation{}, fmt.Errorf("encode claims of %s/%s/%d: %w", k.Video, k.User, k.Window, err)
+	}
+	return Mutation{Key: claimKeyBytes(k), Value: v, TTL: ttl}, nil
+}
+
+// decodeClaims reads a stored claim set. Version 1 of the schema stored one
+// claim as replica(u64 BE) ingestMs(u64 BE); it is read as that claim alone.
+func decodeClaims(v []byte) (crdt.Claims, error) {
+	if len(v) == 16 {
+		return crdt.NewClaims(crdt.ReplicaID(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))), nil
+	}
+	var st crdt.PNCounter
+	if err := st.UnmarshalBinary(v); err != nil {
+		return crdt.Claims{}, fmt.Errorf("%w: claims: %v", ErrCorrupt, err)
+	}
+	c, err := crdt.ClaimsFromState(st)
+	if err != nil {
+		return crdt.Claims{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return c, nil
+}
+
+// Claim reads the claim set stored under k; ok is false if there is none (or
+// it expired).
+func (s *Store) Claim(k ClaimKey) (c crdt.Claims, ok bool, err error) {
 	err = s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(k.bytes())
+		item, err := txn.Get(claimKeyBytes(k))
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 16 {
-				return fmt.Errorf("%w: claim of %d bytes", ErrCorrupt, len(v))
-			}
-			c = Claim{Replica: crdt.ReplicaID(binary.BigEndian.Uint64(v)), IngestMs: int64(binary.BigEndian.Uint64(v[8:]))}
-			return nil
+		return item.Value(func(v []byte) (err error) {
+			c, err = decodeClaims(v)
+			return err
 		})
 	})
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
-		return Claim{}, false, nil
+		return crdt.Claims{}, false, nil
 	case err != nil:
-		return Claim{}, false, fmt.Errorf("read claim %s/%s/%d: %w", k.Video, k.User, k.Window, err)
+		return crdt.Claims{}, false, fmt.Errorf("read claim %s/%s/%d: %w", k.Video, k.User, k.Window, err)
 	}
 	return c, true, nil
+}
+
+// ForEachClaim calls fn for every stored claim set not yet expired, in key
+// order, until fn returns an error.
+func (s *Store) ForEachClaim(fn func(ClaimKey, crdt.Claims) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixClaim}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			k, err := parseClaimKey(item.Key())
+			if err != nil {
+				return err
+			}
+			var c crdt.Claims
+			if err := item.Value(func(v []byte) (err error) {
+				c, err = decodeClaims(v)
+				return err
+			}); err != nil {
+				return fmt.Errorf("claim %s/%s/%d: %w", k.Video, k.User, k.Window, err)
+			}
+			if err := fn(k, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Fate says what became of an event.

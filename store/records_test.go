@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -196,20 +197,31 @@ func checkExpiry(t *testing.T, s *Store, key []byte, ttl time.Duration, before, 
 	}
 }
 
+func claimMut(t *testing.T, k ClaimKey, c crdt.Claims, ttl time.Duration) Mutation {
+	t.Helper()
+	m, err := ClaimMutation(k, c, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func TestClaimRoundTrip(t *testing.T) {
 	s := memStore(t)
 	k := ClaimKey{Video: "vid", User: "user", Window: 20000}
-	c := Claim{Replica: 0xdeadbeefcafe, IngestMs: 1_728_000_000_123}
+	c := crdt.NewClaims(0xdeadbeefcafe, 1_728_000_000_123)
+	c.Merge(crdt.NewClaims(7, 1_728_000_000_000))
+	c.Compensate(0xdeadbeefcafe)
 	const ttl = 90 * time.Minute
 	before := time.Now()
-	write(t, s, ClaimMutation(k, c, ttl))
+	write(t, s, claimMut(t, k, c, ttl))
 	after := time.Now()
 
 	got, ok, err := s.Claim(k)
-	if err != nil || !ok || got != c {
+	if err != nil || !ok || !got.Equal(c) {
 		t.Fatalf("Claim(%v) = %v, %v, %v; want %v, true, nil", k, got, ok, err, c)
 	}
-	checkExpiry(t, s, k.bytes(), ttl, before, after)
+	checkExpiry(t, s, claimKeyBytes(k), ttl, before, after)
 
 	// Any other user, video or window has no claim.
 	for _, other := range []ClaimKey{
@@ -222,17 +234,41 @@ func TestClaimRoundTrip(t *testing.T) {
 			t.Errorf("Claim(%v) = %v, %v, %v; want none", other, got, ok, err)
 		}
 	}
+
+	// ForEachClaim gives every claim back with its key.
+	k2 := ClaimKey{Video: "vid", User: "u", Window: 1 << 40}
+	write(t, s, claimMut(t, k2, crdt.NewClaims(1, 2), 0))
+	seen := map[ClaimKey]crdt.Claims{}
+	if err := s.ForEachClaim(func(k ClaimKey, c crdt.Claims) error { seen[k] = c; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 2 || !seen[k].Equal(c) || !seen[k2].Equal(crdt.NewClaims(1, 2)) {
+		t.Fatalf("ForEachClaim = %v", seen)
+	}
+}
+
+// TestClaimFormat1 reads a claim as format 1 stored it: replica, ingest ms.
+func TestClaimFormat1(t *testing.T) {
+	s := memStore(t)
+	k := ClaimKey{Video: "v", User: "u", Window: 9}
+	v := binary.BigEndian.AppendUint64(nil, 42)
+	v = binary.BigEndian.AppendUint64(v, 1234)
+	write(t, s, Mutation{Key: claimKeyBytes(k), Value: v})
+	got, ok, err := s.Claim(k)
+	if err != nil || !ok || !got.Equal(crdt.NewClaims(42, 1234)) {
+		t.Fatalf("format-1 claim read as %v, %v, %v", got, ok, err)
+	}
 }
 
 func TestClaimWithoutTTLNeverExpires(t *testing.T) {
 	s := memStore(t)
 	k := ClaimKey{Video: "v", User: "u", Window: 1}
-	m := ClaimMutation(k, Claim{Replica: 1, IngestMs: 2}, 0)
+	m := claimMut(t, k, crdt.NewClaims(1, 2), 0)
 	if m.TTL != 0 {
 		t.Fatalf("ClaimMutation TTL = %v, want 0", m.TTL)
 	}
 	write(t, s, m)
-	if at := expiresAt(t, s, k.bytes()); at != 0 {
+	if at := expiresAt(t, s, claimKeyBytes(k)); at != 0 {
 		t.Errorf("ExpiresAt = %d, want 0 (never)", at)
 	}
 }
@@ -240,9 +276,19 @@ func TestClaimWithoutTTLNeverExpires(t *testing.T) {
 func TestClaimRejectsCorruptValue(t *testing.T) {
 	s := memStore(t)
 	k := ClaimKey{Video: "v", User: "u", Window: 3}
-	write(t, s, Mutation{Key: k.bytes(), Value: []byte{1, 2, 3}})
+	write(t, s, Mutation{Key: claimKeyBytes(k), Value: []byte{1, 2, 3}})
 	if _, _, err := s.Claim(k); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Claim over a 3-byte value: err %v, want ErrCorrupt", err)
+	}
+	bad := crdt.PNCounter{P: crdt.NewGCounter(crdt.Slot{Replica: 1, Count: 9, Updated: 1})}
+	v, _ := bad.MarshalBinary()
+	write(t, s, Mutation{Key: claimKeyBytes(k), Value: v})
+	if _, _, err := s.Claim(k); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Claim over a counter that is not a claim set: err %v, want ErrCorrupt", err)
+	}
+	write(t, s, Mutation{Key: []byte("dv\x00u"), Value: v})
+	if err := s.ForEachClaim(func(ClaimKey, crdt.Claims) error { return nil }); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("ForEachClaim over a short key: err %v, want ErrCorrupt", err)
 	}
 }
 

@@ -14,7 +14,9 @@ import (
 )
 
 // formatVersion is the on-disk schema version this code writes and reads.
-const formatVersion = 1
+// Version 2 stores claim sets (crdt.Claims) where version 1 stored one claim;
+// version 1 directories are read and upgraded in place.
+const formatVersion = 2
 
 // Options configures a Store.
 type Options struct {
@@ -112,27 +114,10 @@ func (s *Store) Sync() error {
 func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
 
 var (
-	metaReplica   = metaKey("replica")
-	metaDirty     = metaKey("dirty")
-	metaFormat    = metaKey("format")
-	metaClaimHigh = metaKey("claimhigh")
+	metaReplica = metaKey("replica")
+	metaDirty   = metaKey("dirty")
+	metaFormat  = metaKey("format")
 )
-
-// ClaimHighWater is the highest dedup window any claim in the store was
-// made in (0 if none): a restarted node whose clock is behind it must look
-// claims up on disk for windows up to it.
-func (s *Store) ClaimHighWater() (uint64, error) {
-	v, _, err := s.getUint64(metaClaimHigh)
-	if err != nil {
-		return 0, fmt.Errorf("read claim high-water mark: %w", err)
-	}
-	return v, nil
-}
-
-// ClaimHighWaterMutation records window as the claim high-water mark.
-func ClaimHighWaterMutation(window uint64) Mutation {
-	return Mutation{Key: metaClaimHigh, Value: binary.BigEndian.AppendUint64(nil, window)}
-}
 
 func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
 
@@ -144,7 +129,7 @@ func (s *Store) checkFormat() error {
 	if ok && v > formatVersion {
 		return fmt.Errorf("data directory has format %d, this tally reads up to %d", v, formatVersion)
 	}
-	if !ok {
+	if !ok || v < formatVersion {
 		return s.setSync(metaFormat, binary.BigEndian.AppendUint64(nil, formatVersion))
 	}
 	return nil

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -115,7 +116,7 @@ func TestFormatVersion(t *testing.T) {
 			s2.Close()
 			t.Fatal("Open of a newer format succeeded")
 		}
-		if !strings.Contains(err.Error(), "format 2") {
+		if !strings.Contains(err.Error(), fmt.Sprintf("format %d", formatVersion+1)) {
 			t.Fatalf("Open of a newer format: %v; want it to name the format", err)
 		}
 	}

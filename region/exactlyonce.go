@@ -1,0 +1,74 @@
+package region
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tallyhq/tally/crdt"
+	"github.com/tallyhq/tally/store"
+)
+
+// Exactly once across regions (DESIGN, "Exactly once across regions").
+//
+// Every counted view leaves a claim set under (video, user, window) that
+// replicates like a counter. When a client fails over and two replicas count
+// the same view, each learns the other's claim; the smallest (ingest time,
+// replica) wins and every loser adds 1 to its own N slot of the video's view
+// counter, once: the compensation and the claim's move to StageCompensated
+// are one durable write. The rule is deterministic and monotone, so every
+// replica converges on exactly one count per claim.
+
+// mergeClaims folds the claim set c received from a peer (or the empty set,
+// to apply the rule to a stored one) into k's, compensating if this node
+// lost. It reports whether k's set now equals c.
+func (n *Node) mergeClaims(k store.ClaimKey, c crdt.Claims) (adopted bool, err error) {
+	e, err := n.entry(crdt.Key{Video: k.Video, Event: EventView})
+	if err != nil {
+		return false, err
+	}
+	release, err := n.committer.Admit(2)
+	if err != nil {
+		return false, fmt.Errorf("%w: admit claim merge: %v", ErrUnavailable, err)
+	}
+	defer release()
+	r := n.claims.merge(k, c, n.id.Replica)
+	if r.compensate {
+		n.counters.compensate(e, n.id.Replica, n.now().UnixMilli())
+		n.compensations.Add(1)
+	}
+	if r.changed {
+		n.committer.Kick()
+	}
+	return r.adopted, nil
+}
+
+// expireClaims drops the claim sets whose window ended more than the lag
+// budget ago, from memory and from replication. It sweeps at most once a
+// second; Badger drops them by TTL.
+func (n *Node) expireClaims(now time.Time) {
+	nowMs := now.UnixMilli()
+	if nowMs < n.nextExpire.Load() || !n.expireMu.TryLock() {
+		return
+	}
+	defer n.expireMu.Unlock()
+	n.nextExpire.Store(nowMs + 1000)
+	if n.claims.expire(nowMs) == 0 {
+		return
+	}
+	r := n.repl.Load()
+	if r == nil {
+		return
+	}
+	expired := func(k crdt.Key) bool {
+		ck, ok := crdt.ParseClaimKey(k)
+		return ok && n.claims.expiryMs(ck.Window) <= nowMs
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.engine.Forget(now, expired)
+	for k := range r.echoes {
+		if expired(k) {
+			delete(r.echoes, k)
+		}
+	}
+}

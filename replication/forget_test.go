@@ -39,7 +39,9 @@ func TestForget(t *testing.T) {
 			cfg := testConfig()
 			cfg.LogCapacity = 64
 			c := newCluster(t, seed, 3, cfg, lossyNet())
-			claim := func(i int) crdt.Key { return crdt.Key{Video: fmt.Sprintf("v%03d", i%7), Event: fmt.Sprintf("!u%d@%d", i, i%2)} }
+			claim := func(i int) crdt.Key {
+				return crdt.Key{Video: fmt.Sprintf("v%03d", i%7), Event: fmt.Sprintf("!u%d@%d", i, i%2)}
+			}
 			for i := range 200 {
 				c.incr(i%3, claim(i), 1)
 				c.incr(i%3, key(i%30), 1)

@@ -33,8 +33,23 @@ func (n *Node) mergeClaims(k store.ClaimKey, c crdt.Claims) (adopted bool, err e
 	defer release()
 	r := n.claims.merge(k, c, n.id.Replica)
 	if r.compensate {
-		n.counters.compensate(e, n.id.Replica, n.now().UnixMilli())
+		nowMs := n.now().UnixMilli()
+		n.counters.compensate(e, n.id.Replica, nowMs)
 		n.compensations.Add(1)
+		// The audit trail records the compensation next to the count it
+		// takes back, in the same batch.
+		ev, err := store.EventMutation(store.Event{
+			Video: k.Video, Event: EventView, User: k.User, IngestMs: nowMs, Replica: n.id.Replica, Fate: store.FateCompensated,
+		}, n.eventSeq.Add(1), n.cfg.EventRetention)
+		if err == nil {
+			_, err = n.committer.Submit(ev)
+		}
+		if err != nil {
+			n.log.Error("log compensation", "video", k.Video, "err", err)
+		}
+		if n.cfg.Observer != nil {
+			n.cfg.Observer.Ingested(store.FateCompensated)
+		}
 	}
 	if r.changed {
 		n.committer.Kick()

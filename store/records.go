@@ -210,6 +210,10 @@ const (
 	FateCounted     Fate = 1 // counted in this replica's slot
 	FateDuplicate   Fate = 2 // a repeat inside the dedup window; not counted
 	FateRateLimited Fate = 3 // over a per-user or per-IP rate limit; not counted
+	// FateCompensated logs a compensation, not an arrival: this replica had
+	// counted the view, its claim lost to an earlier one elsewhere, and it
+	// took its count back (IngestMs is the time of the compensation).
+	FateCompensated Fate = 4
 )
 
 // String names the fate as the HTTP API reports it.
@@ -221,6 +225,8 @@ func (f Fate) String() string {
 		return "duplicate"
 	case FateRateLimited:
 		return "rate_limited"
+	case FateCompensated:
+		return "compensated"
 	}
 	return fmt.Sprintf("fate(%d)", uint8(f))
 }

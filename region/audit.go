@@ -75,3 +75,24 @@ func Recompute(events []store.Event, windowMs int64) []AuditCount {
 	slices.SortFunc(res, func(x, y AuditCount) int { return cmp.Compare(x.Video, y.Video) })
 	return res
 }
+
+// AuditEvents calls fn for every event in this node's raw event log ingested
+// in [fromMs, toMs), in ingest order, for one video or (video "") all of
+// them, until fn returns an error. The log keeps events for the configured
+// retention.
+func (n *Node) AuditEvents(fromMs, toMs int64, video string, fn func(store.Event) error) error {
+	if video != "" {
+		if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
+			return err
+		}
+	}
+	return n.store.ForEachEvent(fromMs, toMs, func(ev store.Event) error {
+		if video != "" && ev.Video != video {
+			return nil
+		}
+		return fn(ev)
+	})
+}
+
+// DedupWindowMs is the length of this node's dedup windows in milliseconds.
+func (n *Node) DedupWindowMs() int64 { return n.windowMs }

@@ -53,6 +53,9 @@ type Config struct {
 	// Off by default: NATs and proxies put many users behind one address.
 	IPRate  float64
 	IPBurst int
+	// Deny lists users and client addresses whose views are never counted
+	// (click farms, known bots): logged with fate "denied". Nil denies none.
+	Deny *DenyList
 	// RateLimitKeys bounds the users and IPs whose buckets are tracked (memory
 	// bound); the least recently seen are forgotten first.
 	RateLimitKeys int

@@ -63,7 +63,7 @@ type View struct {
 // Result is what became of one view.
 type Result struct {
 	Counted bool
-	Fate    store.Fate // FateCounted, FateDuplicate or FateRateLimited
+	Fate    store.Fate // FateCounted, FateDuplicate, FateRateLimited or FateDenied
 	// Count is the view count after this view: durable with sync durability,
 	// including unsynced views with async durability.
 	Count uint64
@@ -395,9 +395,12 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			continue
 		}
 		fate := store.FateCounted
-		if !n.users.allow(v.User, now) || (n.ips != nil && v.IP != "" && !n.ips.allow(v.IP, now)) {
+		switch {
+		case n.cfg.Deny.denies(v.User, v.IP):
+			fate = store.FateDenied
+		case !n.users.allow(v.User, now) || (n.ips != nil && v.IP != "" && !n.ips.allow(v.IP, now)):
 			fate = store.FateRateLimited
-		} else {
+		default:
 			ck := store.ClaimKey{Video: v.Video, User: v.User, Window: window}
 			won, synced := n.claims.claimLocal(ck, n.id.Replica, nowMs)
 			if won {

@@ -214,6 +214,8 @@ const (
 	// counted the view, its claim lost to an earlier one elsewhere, and it
 	// took its count back (IngestMs is the time of the compensation).
 	FateCompensated Fate = 4
+	// FateDenied is a view from a user or address on the deny list; not counted.
+	FateDenied Fate = 5
 )
 
 // String names the fate as the HTTP API reports it.
@@ -227,6 +229,8 @@ func (f Fate) String() string {
 		return "rate_limited"
 	case FateCompensated:
 		return "compensated"
+	case FateDenied:
+		return "denied"
 	}
 	return fmt.Sprintf("fate(%d)", uint8(f))
 }

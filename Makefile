@@ -3,7 +3,7 @@ GO ?= go
 HTTP ?= :8080
 DATA ?= ./data
 
-.PHONY: run build test vet bench bench-go bench-cluster fuzz sim sim-swarm clean
+.PHONY: run build test vet test-deps test-dashboard bench bench-go bench-cluster fuzz sim sim-swarm clean
 
 ## run: one node on embedded Badger, HTTP on :8080, data in ./data
 run:
@@ -15,12 +15,22 @@ build:
 
 ## test: vet, then every test with the race detector (includes fuzz seed corpora, the kill -9 crash test,
 ## and sim's fixed seeds, determinism check and scenario scripts)
-test: vet
+test: vet test-deps
 	$(GO) run ./cmd/tally sim --seeds 20 --swarm
 	$(GO) test -race -count=1 ./...
 
 vet:
 	$(GO) vet ./...
+
+## test-deps: as root with apt-get, install the Debian packages of the dashboard's browser test and of
+## promtool (chromium, chromium-driver, prometheus) if missing; elsewhere those tests skip, naming them
+test-deps:
+	bash scripts/test-deps.sh
+
+## test-dashboard: the dashboard in headless Chromium on a real 3-region cluster, screenshots in /tmp
+test-dashboard: test-deps
+	TALLY_DASHBOARD_SCREENSHOTS=/tmp $(GO) test -count=1 -v -run 'TestDashboardInChromium' ./cmd/tally/
+	$(GO) test -count=1 -run 'TestDashboard|TestMetricsLint' ./httpapi/
 
 ## bench: Go micro-benchmarks, tally load against a local durable tally serve, then the multi-region figures
 bench: bench-go
@@ -33,6 +43,12 @@ bench-cluster:
 
 bench-go:
 	$(GO) test -run=NONE -bench=. -benchmem -benchtime=1s ./crdt/ ./region/
+
+## drill: failover drills on a local 3 regions x 2 nodes cluster under load (kill -9 the nearest region,
+## partition and heal with network namespaces (root only; skipped otherwise), rolling restart)
+.PHONY: drill
+drill: build
+	./bin/tally drill --profile full
 
 ## sim: the deterministic simulator, SIM_SEEDS seeds (default 1000) with every fault on
 ## (a failure prints its reproduce command: tally sim --seed N ...)
@@ -50,6 +66,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzUnmarshalPNCounter -fuzztime=$(FUZZTIME) ./crdt/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeMessage -fuzztime=$(FUZZTIME) ./replication/
 	$(GO) test -run=NONE -fuzz=FuzzReadFrame -fuzztime=$(FUZZTIME) ./replication/tcp/
+	$(GO) test -run=NONE -fuzz=FuzzDecodeStored -fuzztime=$(FUZZTIME) ./store/
 
 clean:
 	rm -rf bin

@@ -526,7 +526,7 @@ func TestViewRefusedInputs(t *testing.T) {
 
 		// Routing.
 		{name: "unknown route", method: "GET", path: "/nope", ct: "-", status: 404, code: CodeNotFound},
-		{name: "root", method: "GET", path: "/", ct: "-", status: 404, code: CodeNotFound},
+		{name: "post to the dashboard", path: "/", body: `{"userId":"u"}`, status: 405, code: CodeMethodNotAllowed},
 		{name: "video without views", method: "GET", path: "/videos/bad", ct: "-", status: 404, code: CodeNotFound},
 		{name: "post video without views", path: "/videos/bad", body: `{"userId":"u"}`, status: 404, code: CodeNotFound},
 		{name: "trailing slash", path: "/videos/bad/views/", body: `{"userId":"u"}`, status: 404, code: CodeNotFound},
@@ -1050,7 +1050,7 @@ func TestConcurrentSamePairCountsOnce(t *testing.T) {
 
 func TestHealthReadyMetrics(t *testing.T) {
 	e := newEnv(t, nil)
-	for path, want := range map[string]string{"/healthz": `{"status":"ok"}`, "/readyz": `{"status":"ready"}`} {
+	for path, want := range map[string]string{"/healthz": `{"status":"ok"}`, "/readyz": `{"status":"ready","reason":"single node, state loaded"}`} {
 		r := e.do(http.MethodGet, path, "", nil)
 		if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != want {
 			t.Fatalf("GET %s: %s, want 200 %s", path, r, want)

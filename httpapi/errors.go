@@ -82,8 +82,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	ae := classify(err)
+	log := RequestLogger(c.Request().Context(), s.log)
 	if ae.Status >= 500 {
-		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", ae.Status, "err", err)
+		log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", ae.Status, "err", err)
 	}
 	if ae.Status == http.StatusServiceUnavailable {
 		c.Response().Header().Set("Retry-After", "1")
@@ -91,6 +92,6 @@ func (s *Server) handleError(err error, c echo.Context) {
 	var body errorBody
 	body.Error.Code, body.Error.Message = ae.Code, ae.Message
 	if err := c.JSON(ae.Status, body); err != nil {
-		s.log.Warn("write error response", "err", err)
+		log.Warn("write error response", "err", err)
 	}
 }

@@ -1,10 +1,8 @@
 package httpapi
 
 import (
-	"strconv"
-	"time"
+	"sync/atomic"
 
-	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -20,12 +18,17 @@ type Metrics struct {
 
 	requests    *prometheus.CounterVec   // by route, method, code
 	latency     *prometheus.HistogramVec // by route, method
-	ingested    *prometheus.CounterVec   // by fate
+	inflight    prometheus.Gauge
+	ingested    *prometheus.CounterVec // by fate
 	batchSize   prometheus.Histogram
 	batchWaits  prometheus.Histogram
 	fsync       prometheus.Histogram
 	batchWrite  prometheus.Histogram
 	batchErrors prometheus.Counter
+
+	// fates mirrors ingested, indexed by store.Fate, for the dashboard's
+	// ingest rate (reading a Prometheus counter back is not its purpose).
+	fates [store.FateRateLimited + 1]atomic.Uint64
 }
 
 var _ region.Observer = (*Metrics)(nil)
@@ -42,9 +45,13 @@ func NewMetrics() *Metrics {
 			Name: "tally_http_request_duration_seconds", Help: "HTTP request latency, by route template and method.",
 			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 18), // 25µs .. ~3.3s
 		}, []string{"route", "method"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tally_http_requests_in_flight", Help: "HTTP requests being answered now.",
+		}),
 		ingested: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tally_ingest_events_total", Help: "Events ingested, by fate: counted, duplicate, rate_limited.",
+			Name: "tally_ingest_events_total", Help: "Events ingested, by fate: counted, duplicate (dedup), rate_limited.",
 		}, []string{"fate"}),
+
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tally_group_commit_batch_mutations", Help: "Badger entries written per group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 16),
@@ -65,7 +72,7 @@ func NewMetrics() *Metrics {
 			Name: "tally_group_commit_errors_total", Help: "Group commits that failed to persist.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.ingested, m.batchSize, m.batchWaits, m.fsync, m.batchWrite, m.batchErrors,
+	reg.MustRegister(m.requests, m.latency, m.inflight, m.ingested, m.batchSize, m.batchWaits, m.fsync, m.batchWrite, m.batchErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, f := range []store.Fate{store.FateCounted, store.FateDuplicate, store.FateRateLimited} {
 		m.ingested.WithLabelValues(f.String())
@@ -88,10 +95,21 @@ func (m *Metrics) Batch(st store.BatchStats) {
 }
 
 // Ingested implements region.Observer.
-func (m *Metrics) Ingested(f store.Fate) { m.ingested.WithLabelValues(f.String()).Inc() }
+func (m *Metrics) Ingested(f store.Fate) {
+	m.ingested.WithLabelValues(f.String()).Inc()
+	if int(f) < len(m.fates) {
+		m.fates[f].Add(1)
+	}
+}
+
+// ingestTotals returns the events ingested so far: counted, duplicate and
+// rate limited.
+func (m *Metrics) ingestTotals() (counted, duplicate, rateLimited uint64) {
+	return m.fates[store.FateCounted].Load(), m.fates[store.FateDuplicate].Load(), m.fates[store.FateRateLimited].Load()
+}
 
 // registerNode adds gauges sampled from the node at scrape time.
-func (m *Metrics) registerNode(n *region.Node) {
+func (m *Metrics) registerNode(n *region.Node, ready *readiness) {
 	gauge := func(name, help string, f func(region.Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(n.Stats()) })
 	}
@@ -103,37 +121,21 @@ func (m *Metrics) registerNode(n *region.Node) {
 	info.Set(1)
 	m.Registry.MustRegister(info, newClusterCollector(n),
 		gauge("tally_counters_in_memory", "Counters (video, event) held in memory.", func(s region.Stats) float64 { return float64(s.Counters) }),
-		gauge("tally_claims_in_memory", "Dedup claims held in memory.", func(s region.Stats) float64 { return float64(s.Claims) }),
+		gauge("tally_claims_in_memory", "Dedup claim sets held in memory.", func(s region.Stats) float64 { return float64(s.Claims) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tally_claim_conflicts_lost_total",
+			Help: "Claim conflicts this replica lost since start: another region counted the same (video, user, window) first, so this one took its view back.",
+		}, func() float64 { return float64(n.Stats().Compensations) }),
 		gauge("tally_rate_limit_buckets", "Rate-limit token buckets held in memory.", func(s region.Stats) float64 { return float64(s.RateBuckets) }),
 		gauge("tally_badger_lsm_bytes", "Size of Badger's LSM tree on disk.", func(s region.Stats) float64 { return float64(s.StoreLSM) }),
 		gauge("tally_badger_vlog_bytes", "Size of Badger's value log on disk.", func(s region.Stats) float64 { return float64(s.StoreValLog) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "tally_ready", Help: "1 when the node takes writes, 0 when it does not.",
+			Name: "tally_ready", Help: "1 when GET /readyz answers 200 (state loaded, synced or alone, writes persist), else 0.",
 		}, func() float64 {
-			if n.Ready() {
+			if ok, _ := ready.check(); ok {
 				return 1
 			}
 			return 0
 		}),
 	)
-}
-
-// middleware records the request count and latency of every request, by the
-// route template (never the raw path, which would make labels unbounded).
-func (m *Metrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		start := time.Now()
-		err := next(c)
-		if err != nil {
-			c.Error(err) // write the error now so the status is known
-		}
-		route := c.Path()
-		if route == "" {
-			route = "unmatched"
-		}
-		method := c.Request().Method
-		m.requests.WithLabelValues(route, method, strconv.Itoa(c.Response().Status)).Inc()
-		m.latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
-		return nil
-	}
 }

@@ -36,6 +36,19 @@ type Options struct {
 	Metrics *Metrics
 	// ShutdownTimeout bounds the drain of in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
+	// NodeName names the node on the dashboard when it does not replicate
+	// (a replicating node shows its cluster name).
+	NodeName string
+	// Joining says the node was told to join existing members (--join): it is
+	// then not ready until it has synced with one of them, or has found no
+	// peer for AloneAfter. A node that does not join founds the cluster and
+	// is ready at once.
+	Joining bool
+	// AloneAfter: see Joining. Zero means DefaultAloneAfter.
+	AloneAfter time.Duration
+	// PeerTimeout bounds each request the dashboard makes to a peer for its
+	// count. Zero means DefaultPeerTimeout.
+	PeerTimeout time.Duration
 }
 
 // Server is the HTTP API of one node. It is safe for concurrent use.
@@ -45,6 +58,9 @@ type Server struct {
 	metrics *Metrics
 	log     *slog.Logger
 	opts    Options
+	ids     *requestIDs
+	ready   *readiness
+	dash    *dashboard
 }
 
 // New builds the API for node.
@@ -58,15 +74,25 @@ func New(node *region.Node, o Options) *Server {
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 10 * time.Second
 	}
-	s := &Server{e: echo.New(), node: node, metrics: o.Metrics, log: o.Logger, opts: o}
-	s.metrics.registerNode(node)
+	if o.AloneAfter <= 0 {
+		o.AloneAfter = DefaultAloneAfter
+	}
+	if o.PeerTimeout <= 0 {
+		o.PeerTimeout = DefaultPeerTimeout
+	}
+	s := &Server{
+		e: echo.New(), node: node, metrics: o.Metrics, log: o.Logger, opts: o, ids: newRequestIDs(),
+		ready: &readiness{node: node, joining: o.Joining, aloneAfter: o.AloneAfter, start: time.Now(), now: time.Now},
+	}
+	s.dash = newDashboard(node, o.Metrics, o)
+	s.metrics.registerNode(node, s.ready)
 
 	e := s.e
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	// Rate limits key on the peer address; forwarding headers are not trusted.
 	e.IPExtractor = echo.ExtractIPDirect()
-	e.Use(s.metrics.middleware, middleware.Recover())
+	e.Use(s.observe, middleware.Recover())
 
 	e.POST("/videos/:videoId/views", s.postView)
 	e.GET("/videos/:videoId/views", s.getViews)
@@ -75,6 +101,15 @@ func New(node *region.Node, o Options) *Server {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})))
+
+	assets, index := dashboardAssets()
+	e.GET("/", func(c echo.Context) error {
+		securityHeaders(c.Response().Header())
+		c.Response().Header().Set(echo.HeaderCacheControl, "no-cache")
+		return c.Blob(http.StatusOK, "text/html; charset=utf-8", index)
+	})
+	e.GET("/dashboard/*", serveAsset(assets))
+	e.GET("/v1/dashboard", s.getDashboard)
 	return s
 }
 
@@ -100,6 +135,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve http on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
+	s.ready.draining.Store(true) // a probe that still gets through sees it
+	s.log.Info("draining HTTP", "timeout", s.opts.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
@@ -115,9 +152,5 @@ func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-func (s *Server) readyz(c echo.Context) error {
-	if !s.node.Ready() {
-		return errf(http.StatusServiceUnavailable, CodeUnavailable, "the node cannot persist writes")
-	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
-}
+// Ready reports whether the node is ready, as GET /readyz answers it, and why.
+func (s *Server) Ready() (bool, string) { return s.ready.check() }

@@ -15,7 +15,8 @@ type statusResponse struct {
 	Region      string            `json:"region"`
 	Replica     string            `json:"replica"`
 	Durability  string            `json:"durability"`
-	Ready       bool              `json:"ready"`
+	Ready       bool              `json:"ready"`       // as GET /readyz answers
+	ReadyReason string            `json:"readyReason"` // why (not) ready
 	Counters    int               `json:"countersInMemory"`
 	Replication replicationStatus `json:"replication"`
 }
@@ -59,9 +60,10 @@ type peerJSON struct {
 func (s *Server) status(c echo.Context) error {
 	st := s.node.Stats()
 	cs := s.node.ClusterStatus()
+	ready, why := s.ready.check()
 	out := statusResponse{
 		Region: st.Region, Replica: st.ReplicaID.String(), Durability: string(st.Durability),
-		Ready: s.node.Ready(), Counters: st.Counters,
+		Ready: ready, ReadyReason: why, Counters: st.Counters,
 		Replication: replicationStatus{
 			Enabled: cs.Enabled, Self: string(cs.Engine.Self), Head: cs.Engine.Head,
 			LogKeys: cs.Engine.LogKeys, Keys: cs.Engine.Keys, SendErrors: cs.SendErrors,

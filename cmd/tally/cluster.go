@@ -79,7 +79,16 @@ type clusterSpec struct {
 	BasePort int
 	Extra    []string  // more tally serve flags
 	Log      io.Writer // where the nodes' stderr goes; nil discards
+	// Place, if set, decides where region r's nodes run: the command prefix
+	// that starts a process there (e.g. ip netns exec NS) and the address
+	// they bind. Every place has its own port space, so ports are then fixed:
+	// node i of a region takes BasePort+3i..BasePort+3i+2 (BasePort 0 means
+	// placedBasePort). Nil runs every node here, on 127.0.0.1.
+	Place func(region int) (wrap []string, host string)
 }
+
+// placedBasePort is the first port of placed nodes (see clusterSpec.Place).
+const placedBasePort = 17000
 
 // localCluster is a set of running tally serve processes.
 type localCluster struct {
@@ -94,6 +103,7 @@ type clusterNode struct {
 	Region, Name       string
 	HTTP, Gossip, Repl string
 	Data               string
+	Wrap               []string   // command prefix that places the process (clusterSpec.Place)
 	mu                 sync.Mutex // protects cmd
 	cmd                *exec.Cmd
 	exited             chan struct{}
@@ -125,10 +135,23 @@ func startCluster(ctx context.Context, spec clusterSpec) (*localCluster, error) 
 		return fmt.Sprintf("127.0.0.1:%d", port-1), nil
 	}
 	for r := 0; r < spec.Regions; r++ {
+		var host string
+		placedPort := spec.BasePort
+		if placedPort == 0 {
+			placedPort = placedBasePort
+		}
 		for i := 0; i < spec.Nodes; i++ {
 			n := &clusterNode{Region: regionName(r), Name: fmt.Sprintf("%s-%d", regionName(r), i+1)}
+			if spec.Place != nil {
+				n.Wrap, host = spec.Place(r)
+			}
 			var err error
 			for _, p := range []*string{&n.HTTP, &n.Gossip, &n.Repl} {
+				if spec.Place != nil {
+					*p = net.JoinHostPort(host, fmt.Sprint(placedPort))
+					placedPort++
+					continue
+				}
 				if *p, err = next(); err != nil {
 					return nil, err
 				}
@@ -138,17 +161,17 @@ func startCluster(ctx context.Context, spec clusterSpec) (*localCluster, error) 
 		}
 	}
 	for _, n := range c.Nodes {
-		err := c.Start(ctx, n)
+		err := c.launch(ctx, n)
 		// Ports picked free a moment ago can be taken before the node binds
 		// them (the gossip port also needs UDP): pick new ones and retry.
-		for attempt := 1; err != nil && errors.Is(err, errExitedDuringStart) && spec.BasePort == 0 && attempt < 5; attempt++ {
+		for attempt := 1; err != nil && errors.Is(err, errExitedDuringStart) && spec.BasePort == 0 && spec.Place == nil && attempt < 5; attempt++ {
 			for _, p := range []*string{&n.HTTP, &n.Gossip, &n.Repl} {
 				if *p, err = next(); err != nil {
 					break
 				}
 			}
 			if err == nil {
-				err = c.Start(ctx, n)
+				err = c.launch(ctx, n)
 			}
 		}
 		if err != nil {
@@ -156,26 +179,40 @@ func startCluster(ctx context.Context, spec clusterSpec) (*localCluster, error) 
 			return nil, err
 		}
 	}
+	if err := c.awaitReady(ctx); err != nil {
+		c.Stop(10 * time.Second)
+		return nil, err
+	}
 	return c, nil
 }
 
 // errExitedDuringStart: a node process exited before it served HTTP.
 var errExitedDuringStart = errors.New("exited during start")
 
-// Start (re)starts node n and waits until it serves HTTP.
-func (c *localCluster) Start(ctx context.Context, n *clusterNode) error {
+// launch (re)starts node n and waits until it serves HTTP.
+func (c *localCluster) launch(ctx context.Context, n *clusterNode) error {
 	args := []string{"serve",
 		"--region", n.Region, "--node-name", n.Name, "--data", n.Data,
 		"--http", n.HTTP, "--gossip", n.Gossip, "--repl", n.Repl,
 		"--cluster-secret", c.secret, "--gossip-key", c.key,
 	}
-	if first := c.Nodes[0]; first != n {
-		args = append(args, "--join", first.Gossip)
-	} else if len(c.Nodes) > 1 {
-		args = append(args, "--join", c.Nodes[1].Gossip) // rejoin the others after a restart
+	// Join every other node (the first first): any one that answers brings
+	// the whole pool, and a restart still finds the pool when the nodes it
+	// would otherwise join are down too (a whole region killed at once).
+	var join []string
+	for _, o := range c.Nodes {
+		if o != n {
+			join = append(join, o.Gossip)
+		}
+	}
+	if len(join) > 0 {
+		args = append(args, "--join", strings.Join(join, ","))
 	}
 	args = append(args, c.spec.Extra...)
 	cmd := exec.Command(c.spec.Exe, args...)
+	if len(n.Wrap) > 0 {
+		cmd = exec.Command(n.Wrap[0], append(append(n.Wrap[1:len(n.Wrap):len(n.Wrap)], c.spec.Exe), args...)...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -306,4 +343,21 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		p.buf = p.buf[i+1:]
 	}
 	return len(b), nil
+}
+
+// exitState says how the node's last process ended ("exit status 0",
+// "signal: killed"), or "" while it runs.
+func (n *clusterNode) exitState() string {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return "not started"
+	}
+	select {
+	case <-exited: // Wait returned, so ProcessState is set
+		return cmd.ProcessState.String()
+	default:
+		return ""
+	}
 }

@@ -14,6 +14,8 @@ Usage:
   tally cluster [flags] a local multi-region cluster of real tally serve processes
   tally sim [flags]     deterministic simulation of regions × nodes with faults
   tally bench visibility|repair [flags]  cluster benchmarks on loopback
+  tally drill [flags]   failover drills on a local cluster under load (kill, partition, rolling restart)
+  tally probe URL       exit 0 if GET URL answers 200 (container health checks)
   tally help            this text
 
 Run "tally COMMAND -h" for the flags of a command.
@@ -30,12 +32,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "cluster":
 		return runCluster(ctx, args[1:], stdout, stderr)
+	case "drill":
+		return runDrill(ctx, args[1:], stdout, stderr)
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "load":
 		return runLoad(ctx, args[1:], stdout, stderr)
 	case "sim":
 		return runSim(ctx, args[1:], stdout, stderr)
+	case "probe":
+		return runProbe(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

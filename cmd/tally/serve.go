@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -15,84 +16,150 @@ import (
 	"github.com/tallyhq/tally/region"
 )
 
+const serveHelp = `Usage: tally serve [flags]
+
+Runs one tally node: the HTTP API, the dashboard (GET /) and Prometheus
+metrics (GET /metrics) on --http, its state in --data. With --gossip it joins
+a cluster and replicates; without, it serves alone.
+
+Every flag can also be set by an environment variable, TALLY_ and the flag's
+name in capitals with - as _ (--user-rate is TALLY_USER_RATE), or in the
+config file named by --config, one "name = value" per line (# comments, Go
+quoting for values with spaces). The command line wins over the environment,
+which wins over the file.
+
+SIGINT or SIGTERM drains HTTP (readiness turns false first), leaves the
+gossip pool, writes the last group commit and closes the store; a second
+signal stops at once.
+
+Flags:
+`
+
 // runServe is `tally serve`: one node with its HTTP API, until ctx ends.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg := region.DefaultConfig()
+	return runServeEnv(ctx, args, os.Getenv, stdout, stderr)
+}
+
+// serveSettings are the flags of tally serve that are not region.Config fields.
+type serveSettings struct {
+	http, advertiseHTTP string
+	durability          string
+	inMemory            bool
+	logFormat, logLevel string
+	shutdownTimeout     time.Duration
+	aloneAfter          time.Duration
+	configFile          string
+}
+
+// serveFlags declares the flags of tally serve on a new FlagSet.
+func serveFlags(cfg *region.Config, ss *serveSettings, cl *clusterFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("tally serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	httpAddr := fs.String("http", ":8080", "HTTP listen address (host:port; port 0 picks a free one)")
-	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (Badger files, replica identity)")
-	fs.StringVar(&cfg.Region, "region", cfg.Region, "name of this node's region")
-	durability := fs.String("durability", string(cfg.Durability), "sync: acknowledge after fsync; async: before fsync (a new replica ID after an unclean shutdown)")
+	fs.StringVar(&ss.configFile, "config", "", "config `file` of name = value lines (env TALLY_CONFIG names it too)")
+	fs.StringVar(&ss.http, "http", ":8080", "HTTP listen `address` host:port; port 0 picks a free one")
+	fs.StringVar(&ss.advertiseHTTP, "advertise-http", "", "HTTP `address` host:port peers reach this node at, for the dashboard (default: --http, with an empty or 0.0.0.0 host replaced by the host of --advertise or --gossip)")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data `directory` (Badger files, replica identity)")
+	fs.StringVar(&cfg.Region, "region", cfg.Region, "`name` of this node's region")
+	fs.StringVar(&ss.durability, "durability", string(cfg.Durability), "`mode`: sync acknowledges after fsync; async before fsync (and takes a new replica ID after an unclean shutdown)")
 	fs.DurationVar(&cfg.DedupWindow, "dedup-window", cfg.DedupWindow, "window in which a user's views of a video count once (aligned to UTC)")
-	fs.DurationVar(&cfg.LagBudget, "lag-budget", cfg.LagBudget, "how long claims outlive their window, for late replication")
+	fs.DurationVar(&cfg.LagBudget, "lag-budget", cfg.LagBudget, "how long dedup claims outlive their window, for late replication")
 	fs.DurationVar(&cfg.EventRetention, "event-retention", cfg.EventRetention, "how long the raw event log keeps events")
 	fs.DurationVar(&cfg.MaxClockSkew, "max-clock-skew", cfg.MaxClockSkew, "how far in the future a client timestamp may be")
 	fs.DurationVar(&cfg.MaxEventAge, "max-event-age", cfg.MaxEventAge, "how far in the past a client timestamp may be")
 	fs.Float64Var(&cfg.UserRate, "user-rate", cfg.UserRate, "views per second one user may make before views stop counting")
-	fs.IntVar(&cfg.UserBurst, "user-burst", cfg.UserBurst, "burst size (views) of --user-rate")
+	fs.IntVar(&cfg.UserBurst, "user-burst", cfg.UserBurst, "burst size of --user-rate, in views")
 	fs.Float64Var(&cfg.IPRate, "ip-rate", cfg.IPRate, "views per second one client IP may make (0: no per-IP limit)")
-	fs.IntVar(&cfg.IPBurst, "ip-burst", cfg.IPBurst, "burst size (views) of --ip-rate")
+	fs.IntVar(&cfg.IPBurst, "ip-burst", cfg.IPBurst, "burst size of --ip-rate, in views")
 	fs.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "writes that may wait for the next group commit before ingest sheds with 503")
-	var cl clusterFlags
-	fs.StringVar(&cl.nodeName, "node-name", "", "this node's unique name in the cluster (default: region-hostname-httpport)")
-	fs.StringVar(&cl.gossip, "gossip", "", "Serf gossip address host:port; empty runs a single node without replication")
-	fs.StringVar(&cl.advertise, "advertise", "", "gossip address other nodes reach this one at (default: --gossip)")
-	fs.StringVar(&cl.repl, "repl", "127.0.0.1:7947", "replication listen address host:port (with --gossip)")
-	fs.StringVar(&cl.join, "join", "", "comma-separated gossip addresses of existing members to join")
-	fs.StringVar(&cl.secret, "cluster-secret", "", "shared secret authenticating replication frames, ≥16 bytes (or env TALLY_CLUSTER_SECRET)")
-	fs.StringVar(&cl.gossipKey, "gossip-key", "", "base64 Serf encryption key, 16/24/32 bytes (or env TALLY_GOSSIP_KEY); empty: gossip in clear")
+	fs.StringVar(&cl.nodeName, "node-name", "", "this node's unique `name` in the cluster (default: region-hostname-httpport)")
+	fs.StringVar(&cl.gossip, "gossip", "", "Serf gossip `address` host:port (TCP and UDP); empty runs a single node without replication")
+	fs.StringVar(&cl.advertise, "advertise", "", "gossip `address` other nodes reach this one at (default: --gossip)")
+	fs.StringVar(&cl.repl, "repl", "127.0.0.1:7947", "replication listen `address` host:port (with --gossip); peers dial it as given")
+	fs.StringVar(&cl.join, "join", "", "comma-separated gossip `addresses` of existing members to join")
+	fs.StringVar(&cl.secret, "cluster-secret", "", "shared `secret` authenticating replication frames, at least 16 bytes")
+	fs.StringVar(&cl.gossipKey, "gossip-key", "", "base64 Serf encryption `key` of 16, 24 or 32 bytes; empty: gossip in clear")
 	fs.DurationVar(&cl.syncInterval, "sync-interval", 100*time.Millisecond, "how often replication ships deltas and heartbeats to each peer")
-	inMemory := fs.Bool("in-memory", false, "keep all state in RAM (testing only: nothing survives a restart)")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&ss.aloneAfter, "alone-after", httpapi.DefaultAloneAfter, "with --join: how long a node that finds no peer waits before it serves alone and reports ready")
+	fs.DurationVar(&ss.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for in-flight HTTP requests")
+	fs.BoolVar(&ss.inMemory, "in-memory", false, "keep all state in RAM (testing only: nothing survives a restart)")
+	fs.StringVar(&ss.logFormat, "log-format", "text", "log `format` on stderr: text or json")
+	fs.StringVar(&ss.logLevel, "log-level", "info", "log `level`: debug (every request, with its ID), info, warn, error")
+	return fs
+}
+
+// runServeEnv is runServe with the environment given (for tests).
+func runServeEnv(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg := region.DefaultConfig()
+	var ss serveSettings
+	var cl clusterFlags
+	fs := serveFlags(&cfg, &ss, &cl)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, serveHelp)
+			printFlags(stdout, fs)
 			return 0
 		}
+		fmt.Fprintln(stderr, "Run \"tally serve --help\" for the flags.")
 		return 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "tally serve: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	cfg.Durability = region.Durability(*durability)
-	cfg.InMemory = *inMemory
-	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if ss.configFile == "" {
+		ss.configFile = getenv(envName("config"))
+	}
+	from, err := applySettings(fs, getenv, ss.configFile, "config")
 	if err != nil {
 		fmt.Fprintf(stderr, "tally serve: %v\n", err)
 		return 2
+	}
+	cfg.Durability = region.Durability(ss.durability)
+	cfg.InMemory = ss.inMemory
+	log, err := newLogger(stderr, ss.logFormat, ss.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "tally serve: %v\n", err)
+		return 2
+	}
+	if len(from) > 0 {
+		log.Debug("settings from the environment or config file", "settings", from)
 	}
 	cfg.Logger = log
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "tally serve: %v\n", err)
 		return 2
 	}
-	if err := cl.resolve(cfg.Region, *httpAddr); err != nil {
+	if err := cl.resolve(cfg.Region, ss.http); err != nil {
 		fmt.Fprintf(stderr, "tally serve: %v\n", err)
 		return 2
 	}
-	if err := serve(ctx, cfg, cl, *httpAddr, stdout, log); err != nil {
+	if ss.shutdownTimeout <= 0 || ss.aloneAfter <= 0 {
+		fmt.Fprintln(stderr, "tally serve: --shutdown-timeout and --alone-after must be positive")
+		return 2
+	}
+	if err := serve(ctx, cfg, cl, ss, stdout, log); err != nil {
 		log.Error("tally serve stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(ctx context.Context, cfg region.Config, cl clusterFlags, httpAddr string, stdout io.Writer, log *slog.Logger) error {
+func serve(ctx context.Context, cfg region.Config, cl clusterFlags, ss serveSettings, stdout io.Writer, log *slog.Logger) error {
 	metrics := httpapi.NewMetrics()
 	cfg.Observer = metrics
 	node, err := region.Open(cfg)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", httpAddr)
+	ln, err := net.Listen("tcp", ss.http)
 	if err != nil {
-		return errors.Join(fmt.Errorf("listen on %s: %w", httpAddr, err), node.Close())
+		return errors.Join(fmt.Errorf("listen on %s: %w", ss.http, err), node.Close())
 	}
 	var leave func() error
 	if cl.gossip != "" {
-		if leave, err = joinCluster(ctx, node, cfg, cl, ln.Addr().String(), log); err != nil {
+		advertised := advertisedHTTP(ln.Addr().String(), ss.advertiseHTTP, cl.advertise, cl.gossip)
+		if leave, err = joinCluster(ctx, node, cfg, cl, advertised, log); err != nil {
 			return errors.Join(err, ln.Close(), node.Close())
 		}
 	}
@@ -100,11 +167,17 @@ func serve(ctx context.Context, cfg region.Config, cl clusterFlags, httpAddr str
 	log.Info("tally serving", "http", ln.Addr().String(), "region", cfg.Region, "replica", id.Replica.String(),
 		"data", cfg.DataDir, "durability", cfg.Durability)
 	fmt.Fprintf(stdout, "tally: listening on http://%s\n", ln.Addr())
-	srv := httpapi.New(node, httpapi.Options{Logger: log, Metrics: metrics})
+	srv := httpapi.New(node, httpapi.Options{
+		Logger: log, Metrics: metrics, ShutdownTimeout: ss.shutdownTimeout,
+		NodeName: cl.nodeName, Joining: cl.join != "", AloneAfter: ss.aloneAfter,
+	})
 	serveErr := srv.Serve(ctx, ln)
+	log.Info("HTTP drained")
 	if leave != nil {
 		if err := leave(); err != nil {
 			log.Warn("leave cluster", "err", err)
+		} else {
+			log.Info("left the cluster")
 		}
 	}
 	closeErr := node.Close()
@@ -112,6 +185,30 @@ func serve(ctx context.Context, cfg region.Config, cl clusterFlags, httpAddr str
 		log.Info("tally stopped cleanly; every acknowledged write is on disk")
 	}
 	return errors.Join(serveErr, closeErr)
+}
+
+// advertisedHTTP is the HTTP address peers reach this node at: explicit if
+// given, else the listen address, with an unspecified host replaced by the
+// host of the gossip advertise (or bind) address when that one is specific.
+func advertisedHTTP(listen, explicit, advertise, gossip string) string {
+	if explicit != "" {
+		return explicit
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return listen
+	}
+	for _, a := range []string{advertise, gossip} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
+			if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+				return net.JoinHostPort(h, port)
+			}
+		}
+	}
+	return listen
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -48,6 +48,10 @@ type replicator struct {
 	peers     map[replication.NodeID]Peer
 	acks      []pendingAck // acks to send once their batch is durable
 	sendErrs  uint64
+	// Per peer: messages the transport refused, and what arrived from it.
+	peerErrs  map[replication.NodeID]uint64
+	recvBytes map[replication.NodeID]uint64
+	recvErrs  map[replication.NodeID]uint64 // messages from it the engine refused
 	// echoes remembers, per key, the peer whose state a merge adopted whole:
 	// if the durable state is still exactly that, the peer already has it and
 	// the change is not shipped back to it (Engine.ChangedFrom).
@@ -147,7 +151,10 @@ func (n *Node) EnableReplication(rc ReplicationConfig) error {
 	if err != nil {
 		return fmt.Errorf("enable replication: load claims: %w", err)
 	}
-	r := &replicator{engine: eng, transport: rc.Transport, peers: make(map[replication.NodeID]Peer), echoes: make(map[crdt.Key]echo)}
+	r := &replicator{
+		engine: eng, transport: rc.Transport, peers: make(map[replication.NodeID]Peer), echoes: make(map[crdt.Key]echo),
+		peerErrs: map[replication.NodeID]uint64{}, recvBytes: map[replication.NodeID]uint64{}, recvErrs: map[replication.NodeID]uint64{},
+	}
 	r.mu.Lock()
 	for _, k := range keys {
 		eng.Load(k) // digest only: peers catch up by repair, not by replaying every key
@@ -243,7 +250,15 @@ func (n *Node) ReplicationReceive(payload []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := n.now()
+	if _, known := r.peers[m.From]; known {
+		r.recvBytes[m.From] += uint64(len(payload))
+	}
 	rd, err := r.engine.Step(now, m)
+	if err != nil && !errors.Is(err, replication.ErrUnknownPeer) {
+		if _, known := r.peers[m.From]; known {
+			r.recvErrs[m.From]++
+		}
+	}
 	if errors.Is(err, replication.ErrUnknownPeer) && len(m.Entries) == 0 {
 		// Keep small protocol messages (digests, acks, heartbeats) for a
 		// moment; data-carrying ones are resent by their sender anyway.
@@ -406,6 +421,7 @@ func (n *Node) sendLocked(r *replicator, m replication.Message) {
 	}
 	if err := r.transport.Send(p.ReplAddr, b); err != nil {
 		r.sendErrs++
+		r.peerErrs[m.To]++
 	}
 }
 
@@ -437,6 +453,9 @@ func sortedPeerIDs(m map[replication.NodeID]Peer) []replication.NodeID {
 type PeerStatus struct {
 	Peer
 	replication.PeerStatus
+	SendErrors  uint64 // messages to it the transport refused
+	RecvBytes   uint64 // encoded bytes received from it
+	RecvRefused uint64 // messages from it the engine refused (stale epoch, malformed)
 }
 
 // RegionStatus summarises the peers of one region.
@@ -471,6 +490,7 @@ func (n *Node) ClusterStatus() ClusterStatus {
 	for id, p := range r.peers {
 		peers[id] = p
 	}
+	perr, rbytes, rerr := maps.Clone(r.peerErrs), maps.Clone(r.recvBytes), maps.Clone(r.recvErrs)
 	sendErrs := r.sendErrs
 	r.mu.Unlock()
 
@@ -478,7 +498,7 @@ func (n *Node) ClusterStatus() ClusterStatus {
 	regions := map[string]*RegionStatus{}
 	for _, ps := range es.Peers {
 		p := peers[ps.Peer]
-		out.Peers = append(out.Peers, PeerStatus{Peer: p, PeerStatus: ps})
+		out.Peers = append(out.Peers, PeerStatus{Peer: p, PeerStatus: ps, SendErrors: perr[ps.Peer], RecvBytes: rbytes[ps.Peer], RecvRefused: rerr[ps.Peer]})
 		rs := regions[p.Region]
 		if rs == nil {
 			rs = &RegionStatus{Region: p.Region, LagSeconds: -1}

@@ -6,7 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
+	"strings"
 
+	"github.com/tallyhq/tally/httpapi/client"
 	"github.com/tallyhq/tally/httpapi/loadgen"
 )
 
@@ -19,11 +22,18 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: tally load [flags]\n\n"+
 			"Closed-loop HTTP load generator: --conns workers each keep one request in\n"+
-			"flight until --count requests or --duration, whichever comes first.\n\nFlags:\n")
+			"flight until --count requests or --duration, whichever comes first.\n\n"+
+			"One --target is driven directly (the lean path of the single-node benchmark).\n"+
+			"Several targets, --region, or --via-client send through the Go client\n"+
+			"(httpapi/client): nearest endpoint by round-trip time, failover with\n"+
+			"backoff, per-endpoint circuit breakers; failovers are reported.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	var cfg loadgen.Config
-	fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "base `URL` of the tally node")
+	target := fs.String("target", "http://127.0.0.1:8080", "base `URL`(s) of tally nodes, comma separated (several: each its own region, through the client)")
+	var regions regionsFlag
+	fs.Var(&regions, "region", "a region for the client, `name=URL[,URL...]` (repeat for each region; replaces --target)")
+	viaClient := fs.Bool("via-client", false, "send through the Go client even to a single --target")
 	fs.StringVar(&cfg.Mode, "mode", loadgen.ModeView, "load `mode`: view, get, batch or mixed")
 	fs.IntVar(&cfg.Connections, "conns", 32, "concurrent closed-loop connections")
 	fs.DurationVar(&cfg.Duration, "duration", loadgen.DefaultDuration, "stop after this long (max 10m)")
@@ -48,6 +58,31 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	targetSet := false
+	fs.Visit(func(f *flag.Flag) { targetSet = targetSet || f.Name == "target" })
+	if targetSet && len(regions) > 0 {
+		fmt.Fprintln(stderr, "tally load: give --target or --region, not both")
+		return 2
+	}
+	if len(regions) == 0 {
+		targets, err := loadgen.ParseTargets(*target)
+		if err != nil {
+			fmt.Fprintf(stderr, "tally load: --target: %v\n", err)
+			return 2
+		}
+		if len(targets) == 1 && !*viaClient {
+			cfg.Target = targets[0]
+		} else {
+			for _, t := range targets {
+				name := t
+				if u, err := url.Parse(t); err == nil && u.Host != "" {
+					name = u.Host
+				}
+				regions = append(regions, client.Region{Name: name, Endpoints: []string{t}})
+			}
+		}
+	}
+	cfg.Regions = regions
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "tally load: %v\n", err)
 		return 2
@@ -64,4 +99,32 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// regionsFlag collects repeated --region name=URL[,URL...] flags.
+type regionsFlag []client.Region
+
+func (r *regionsFlag) String() string {
+	parts := make([]string, len(*r))
+	for i, reg := range *r {
+		parts[i] = reg.Name + "=" + strings.Join(reg.Endpoints, ",")
+	}
+	return strings.Join(parts, " ")
+}
+
+// Set parses one name=URL[,URL...]; the client checks the URLs.
+func (r *regionsFlag) Set(v string) error {
+	name, list, ok := strings.Cut(v, "=")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || strings.TrimSpace(list) == "" {
+		return fmt.Errorf("want name=URL[,URL...], got %q", v)
+	}
+	reg := client.Region{Name: name}
+	for _, e := range strings.Split(list, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			reg.Endpoints = append(reg.Endpoints, e)
+		}
+	}
+	*r = append(*r, reg)
+	return nil
 }

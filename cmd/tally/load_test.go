@@ -61,3 +61,35 @@ func TestRunLoadExitCodes(t *testing.T) {
 		t.Fatalf("server saw %d requests, want 20", n)
 	}
 }
+
+func TestRunLoadThroughClient(t *testing.T) {
+	ok, okHits := loadTestServer(t, false)
+	bad, _ := loadTestServer(t, true)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		out  string
+	}{
+		{"two targets", []string{"--target", bad.URL + "," + ok.URL, "--count", "20", "--conns", "2"}, 0, "requests=20 ok=20 errors=0"},
+		{"regions", []string{"--region", "a=" + ok.URL, "--region", "b=" + bad.URL, "--count", "10", "--conns", "1"}, 0, "answeredBy: a=10"},
+		{"one target via client", []string{"--target", ok.URL, "--via-client", "--count", "5"}, 0, "client: attempts=5 failovers=0"},
+		{"target and region", []string{"--target", ok.URL, "--region", "a=" + ok.URL}, 2, ""},
+		{"bad region", []string{"--region", "nameless"}, 2, ""},
+		{"region twice", []string{"--region", "a=" + ok.URL, "--region", "a=" + bad.URL}, 2, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := runLoad(context.Background(), tc.args, &stdout, &stderr)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout.String(), stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.out) {
+				t.Fatalf("stdout %q lacks %q", stdout.String(), tc.out)
+			}
+		})
+	}
+	if okHits.Load() < 35 {
+		t.Fatalf("the healthy server saw %d requests, want at least 35", okHits.Load())
+	}
+}

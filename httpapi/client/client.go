@@ -504,10 +504,10 @@ func (c *Client) attempt(ctx context.Context, ep *endpoint, method, path string,
 		return ae.RetryAfter, ae
 	}
 	if len(data) > maxResponseBytes {
-		return 0, fmt.Errorf("%s %s: %w: answer over %d bytes", method, req.URL, errBadResponse, maxResponseBytes)
+		return 0, fmt.Errorf("%s %s: %w: answer over %d bytes", method, req.URL, ErrBadResponse, maxResponseBytes)
 	}
 	if err := decode(data); err != nil {
-		return 0, fmt.Errorf("%s %s: %w: %w", method, req.URL, errBadResponse, err)
+		return 0, fmt.Errorf("%s %s: %w: %w", method, req.URL, ErrBadResponse, err)
 	}
 	return 0, nil
 }

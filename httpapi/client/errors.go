@@ -36,8 +36,10 @@ const (
 // circuit breaker is open, or a half-open one already has its trial in flight.
 var ErrNoEndpoint = errors.New("tally client: no endpoint available (circuit breakers open)")
 
-// errBadResponse marks a 2xx answer whose body is not what the API sends.
-var errBadResponse = errors.New("bad response")
+// ErrBadResponse is returned (wrapped) when a 2xx answer's body is not what
+// the API sends (or is over the size limit); the client retries such an
+// answer like a 5xx.
+var ErrBadResponse = errors.New("bad response")
 
 // APIError is a non-2xx answer of the API. Code is the stable error code of
 // the body ({"error": {"code", "message"}}), empty when the body was not in

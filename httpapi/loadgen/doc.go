@@ -15,6 +15,19 @@
 // run with a Count has a time cap. Cancelling the context aborts requests in
 // flight; those are not counted anywhere.
 //
+// # Through the client
+//
+// With Config.Regions set, the workers send through an httpapi/client Client
+// instead of their own lean HTTP path: it measures every endpoint's round trip
+// (once before the run, then every 2s), sends each call to the nearest healthy
+// endpoint, and fails over with retries, backoff and per-endpoint circuit
+// breakers. A request is then one client call: its latency covers every
+// attempt, and it fails only if the client gave up (error kinds as below, plus
+// "no_endpoint" when every breaker is open). Result.ViaClient, Attempts,
+// Failovers and AnsweredBy report what the client did. One Target without
+// Regions keeps the lean path, so the single-node benchmark measures the server
+// and not the client.
+//
 // # What is sent
 //
 // Video IDs are "v0".."v<Videos-1>", chosen uniformly at random, except that a

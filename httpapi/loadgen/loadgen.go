@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tallyhq/tally/httpapi/client"
 )
 
 // Load modes accepted in Config.Mode.
@@ -62,13 +64,21 @@ const (
 	hotVideo = -1
 )
 
-// Config describes one load run. The zero value is not valid: set Target, Mode,
-// Connections, Videos, at least one of Duration and Count, and (for modes that
-// send views) Users; see Validate.
+// Config describes one load run. The zero value is not valid: set Target (or
+// Regions), Mode, Connections, Videos, at least one of Duration and Count, and
+// (for modes that send views) Users; see Validate.
 type Config struct {
 	// Target is the base URL of the node, e.g. "http://127.0.0.1:8080". A path,
-	// if present, is prefixed to every request path.
+	// if present, is prefixed to every request path. Ignored when Regions is set.
 	Target string
+	// Regions, if not empty, sends every request through an httpapi/client
+	// Client over these endpoints instead of straight to Target: the client
+	// measures round-trip times, sends to the nearest healthy endpoint and
+	// fails over (retries with backoff, per-endpoint circuit breakers) when
+	// it does not answer. A request's latency is then that of the whole
+	// client call, retries included. Without Regions, requests go to Target
+	// on the generator's own lean HTTP path (the single-node benchmark).
+	Regions []client.Region
 	// Mode is one of ModeView, ModeGet, ModeBatch or ModeMixed.
 	Mode string
 	// Connections is the number of closed-loop workers, each with at most one
@@ -109,17 +119,25 @@ func (c Config) Validate() error {
 	return err
 }
 
-// normalize applies defaults, checks every field and parses the target.
+// normalize applies defaults, checks every field and parses the target (nil
+// when Regions is set: the client checks its endpoints).
 func (c Config) normalize() (Config, *url.URL, error) {
-	u, err := url.Parse(c.Target)
-	if err != nil {
-		return c, nil, fmt.Errorf("invalid target %q: %w", c.Target, err)
+	var u *url.URL
+	if len(c.Regions) > 0 {
+		if _, err := client.New(client.Config{Regions: c.Regions}); err != nil {
+			return c, nil, fmt.Errorf("invalid regions: %w", err)
+		}
+	} else {
+		var err error
+		if u, err = url.Parse(c.Target); err != nil {
+			return c, nil, fmt.Errorf("invalid target %q: %w", c.Target, err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return c, nil, fmt.Errorf("invalid target %q: want http(s)://host[:port][/path]", c.Target)
+		}
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		u.RawPath = ""
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return c, nil, fmt.Errorf("invalid target %q: want http(s)://host[:port][/path]", c.Target)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
-	u.RawPath = ""
 	switch c.Mode {
 	case ModeView, ModeGet, ModeBatch, ModeMixed:
 	default:
@@ -181,7 +199,8 @@ type Result struct {
 	// Errors is the number of failed requests, split in ErrorsByKind.
 	Errors int64
 	// ErrorsByKind splits Errors: "http_<status>", "timeout", "transport",
-	// "bad_response" (status 200 with a body that does not match the API).
+	// "bad_response" (status 200 with a body that does not match the API),
+	// and for client runs "no_endpoint" (every circuit breaker open).
 	ErrorsByKind map[string]int64
 	// ViewsSent is the number of view events in completed requests.
 	ViewsSent int64
@@ -196,6 +215,16 @@ type Result struct {
 	ViewsPerSec float64
 	// Latency summarises the latency of every completed request.
 	Latency Latency
+
+	// ViaClient is set when the run went through httpapi/client
+	// (Config.Regions); the fields below are filled only then.
+	ViaClient bool
+	// Attempts is the number of HTTP requests the client sent, retries
+	// included; Failovers the number of retries it sent to another endpoint
+	// than the attempt before (client.Stats).
+	Attempts, Failovers int64
+	// AnsweredBy counts successful requests by the region that answered.
+	AnsweredBy map[string]int64
 }
 
 // Latency summarises request latencies. Percentiles are nearest-rank, reported
@@ -222,6 +251,10 @@ func (r Result) Write(w io.Writer) {
 		formatLatency(l.P50), formatLatency(l.P90), formatLatency(l.P99), formatLatency(l.P999), formatLatency(l.Max))
 	writeKinds(&b, "errors:", r.ErrorsByKind)
 	writeKinds(&b, "notCounted:", r.NotCountedByReason)
+	if r.ViaClient {
+		fmt.Fprintf(&b, "client: attempts=%d failovers=%d\n", r.Attempts, r.Failovers)
+		writeKinds(&b, "answeredBy:", r.AnsweredBy)
+	}
 	io.WriteString(w, b.String()) //nolint:errcheck // best-effort report
 }
 
@@ -250,18 +283,27 @@ func formatLatency(d time.Duration) string {
 	}
 }
 
-// Run drives the target with cfg until the count or the duration is reached,
-// and returns what happened. If ctx is cancelled it stops early and returns the
+// Run drives the target (or, with Config.Regions, the regions through
+// httpapi/client) with cfg until the count or the duration is reached, and
+// returns what happened. If ctx is cancelled it stops early and returns the
 // partial Result with an error wrapping ctx.Err().
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	cfg, target, err := cfg.normalize()
 	if err != nil {
 		return Result{}, fmt.Errorf("loadgen: %w", err)
 	}
-	client, transport := newHTTPClient(cfg.Timeout, cfg.Connections, cfg.Connections)
-	defer transport.CloseIdleConnections()
-
-	run := &runState{cfg: cfg, base: target.String(), client: client, count: int64(cfg.Count)}
+	run := &runState{cfg: cfg, count: int64(cfg.Count)}
+	if len(cfg.Regions) > 0 {
+		stop, err := run.startClient(ctx)
+		if err != nil {
+			return Result{}, fmt.Errorf("loadgen: %w", err)
+		}
+		defer stop()
+	} else {
+		hc, transport := newHTTPClient(cfg.Timeout, cfg.Connections, cfg.Connections)
+		defer transport.CloseIdleConnections()
+		run.base, run.client = target.String(), hc
+	}
 	// The user round-robin starts at a Seed-dependent offset so that runs
 	// with different seeds send different fresh pairs.
 	run.userOffset = uint64(splitmix(uint64(cfg.Seed)) % uint64(max(cfg.Users, 1)))
@@ -277,6 +319,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	wg.Wait()
 	res := merge(cfg, time.Since(start), workers)
+	if run.api != nil {
+		st := run.api.Stats()
+		res.ViaClient, res.Attempts, res.Failovers = true, int64(st.Attempts), int64(st.Failovers)
+	}
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("loadgen: run interrupted after %d requests: %w", res.Requests, err)
 	}
@@ -292,10 +338,12 @@ func splitmix(x uint64) uint64 {
 }
 
 // runState is what all workers of one run share; only tickets is written.
+// Either base and client (the direct path) or api (Config.Regions) is set.
 type runState struct {
 	cfg        Config
 	base       string
 	client     *http.Client
+	api        *client.Client
 	deadline   time.Time
 	count      int64
 	tickets    atomic.Int64
@@ -321,6 +369,7 @@ type stats struct {
 	errorKinds                     map[string]int64
 	viewsSent, counted, notCounted int64
 	reasons                        map[string]int64
+	answeredBy                     map[string]int64 // client runs only
 }
 
 // Response shapes: only the fields the generator checks.
@@ -384,6 +433,7 @@ func newWorker(run *runState, index int) *worker {
 		st: stats{
 			errorKinds: map[string]int64{},
 			reasons:    map[string]int64{},
+			answeredBy: map[string]int64{},
 		},
 	}
 	if run.cfg.Mode == ModeBatch {
@@ -433,6 +483,10 @@ func newHTTPClient(timeout time.Duration, perHost, total int) (*http.Client, *ht
 
 // one sends one request of the configured mode.
 func (w *worker) one(ctx context.Context) {
+	if w.run.api != nil {
+		w.oneViaClient(ctx)
+		return
+	}
 	switch w.cfg.Mode {
 	case ModeView:
 		w.view(ctx)
@@ -754,6 +808,7 @@ func merge(cfg Config, elapsed time.Duration, workers []*worker) Result {
 		Elapsed:            elapsed,
 		ErrorsByKind:       map[string]int64{},
 		NotCountedByReason: map[string]int64{},
+		AnsweredBy:         map[string]int64{},
 	}
 	h := newHistogram()
 	for _, w := range workers {
@@ -769,6 +824,9 @@ func merge(cfg Config, elapsed time.Duration, workers []*worker) Result {
 		}
 		for k, v := range s.reasons {
 			r.NotCountedByReason[k] += v
+		}
+		for k, v := range s.answeredBy {
+			r.AnsweredBy[k] += v
 		}
 		h.merge(&w.hist)
 	}

@@ -29,6 +29,8 @@ type fakeServer struct {
 	failEvery int64
 	// block, if set, is called by every handler first (e.g. to hang).
 	block func(r *http.Request)
+	// healthDelay slows GET /healthz down (the client's RTT probe).
+	healthDelay time.Duration
 
 	seq atomic.Int64
 
@@ -60,6 +62,10 @@ func (f *fakeServer) start() *httptest.Server {
 	mux.HandleFunc("POST /videos/{videoId}/views", f.wrap(f.postView))
 	mux.HandleFunc("GET /videos/{videoId}/views", f.wrap(f.getView))
 	mux.HandleFunc("POST /v1/events", f.wrap(f.postEvents))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(f.healthDelay) // test server: an artificial round trip
+		writeJSON(w, map[string]string{"status": "ok"})
+	})
 	srv := httptest.NewServer(mux)
 	f.t.Cleanup(srv.Close)
 	return srv

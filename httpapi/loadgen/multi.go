@@ -16,7 +16,8 @@ const MaxTargets = 64
 
 // MultiConfig describes a run spread over several nodes, optionally paced.
 //
-// Config.Target is ignored; Config.Connections is the number of workers per
+// Config.Target is ignored and Config.Regions refused (each target gets its
+// own workers here, by design, not the nearest); Config.Connections is the number of workers per
 // target; every other Config field means what it means for Run. The workers
 // of all targets share one user round-robin and one seed space, so fresh
 // (video, user) pairs stay distinct across targets.
@@ -59,6 +60,9 @@ func (p *pacer) slot(now time.Time) time.Time {
 // cancelled it stops early and returns the partial Result with an error
 // wrapping ctx.Err().
 func RunMulti(ctx context.Context, mc MultiConfig) (Result, error) {
+	if len(mc.Regions) > 0 {
+		return Result{}, errors.New("loadgen: RunMulti drives each target directly; Config.Regions is for Run")
+	}
 	if len(mc.Targets) == 0 || len(mc.Targets) > MaxTargets {
 		return Result{}, fmt.Errorf("loadgen: want 1..%d targets, got %d", MaxTargets, len(mc.Targets))
 	}

@@ -325,9 +325,12 @@ func (p Params) swarmed() Params {
 	// Every counted view is also a replicated key (its claim set), so a run
 	// has thousands of keys: the smallest limits stay large enough for a
 	// full repair of them to fit in the convergence budget over a WAN.
+	// (A repair ships every key of a differing bucket: with 4 buckets that
+	// is nearly all of them, in pages of BatchKeys, each lost page costing a
+	// retry timeout.)
 	p.LogCapacity = []int{p.LogCapacity, p.LogCapacity, 64, 16}[r.Intn(4)]
-	p.Buckets = []int{p.Buckets, p.Buckets, 16, 1}[r.Intn(4)]
-	p.BatchKeys = []int{p.BatchKeys, p.BatchKeys, 32, 8}[r.Intn(4)]
+	p.Buckets = []int{p.Buckets, p.Buckets, 16, 4}[r.Intn(4)]
+	p.BatchKeys = []int{p.BatchKeys, p.BatchKeys, 64, 32}[r.Intn(4)]
 	p.Inflight = []int{p.Inflight, p.Inflight, 2, 1}[r.Intn(4)]
 	// Without periodic repair, deltas alone must converge the cluster
 	// (repair still runs on joins, restarts and log truncation).

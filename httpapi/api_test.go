@@ -58,11 +58,18 @@ type testEnv struct {
 	clock   *fakeClock
 	obs     *countingObserver
 	metrics *Metrics
+	api     *Server
 }
 
 // newEnv starts an API on an in-memory node whose clock is fixed at testNow.
 // mutate, if not nil, adjusts the config before the node opens.
 func newEnv(t *testing.T, mutate func(*region.Config)) *testEnv {
+	t.Helper()
+	return newEnvWith(t, mutate, nil)
+}
+
+// newEnvWith is newEnv with the server's options adjusted by opts (if not nil).
+func newEnvWith(t *testing.T, mutate func(*region.Config), opts func(*Options)) *testEnv {
 	t.Helper()
 	clock := newFakeClock(testNow)
 	metrics := NewMetrics()
@@ -82,14 +89,19 @@ func newEnv(t *testing.T, mutate func(*region.Config)) *testEnv {
 			t.Errorf("close node: %v", err)
 		}
 	})
-	srv := httptest.NewServer(New(node, Options{Metrics: metrics}).Handler())
+	o := Options{Metrics: metrics}
+	if opts != nil {
+		opts(&o)
+	}
+	api := New(node, o)
+	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	client := &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64},
 	}
 	t.Cleanup(client.CloseIdleConnections)
-	return &testEnv{t: t, url: srv.URL, client: client, node: node, clock: clock, obs: obs, metrics: metrics}
+	return &testEnv{t: t, url: srv.URL, client: client, node: node, clock: clock, obs: obs, metrics: metrics, api: api}
 }
 
 // response is an answer read in full.

@@ -52,6 +52,7 @@ type dashboard struct {
 	node    *region.Node
 	metrics *Metrics
 	client  *http.Client
+	scheme  string // how peers are asked: http, or https when this node serves TLS
 	timeout time.Duration
 	name    string // this node's name when it does not replicate
 	start   time.Time
@@ -75,12 +76,16 @@ type ingestSample struct {
 
 func newDashboard(node *region.Node, m *Metrics, o Options) *dashboard {
 	d := &dashboard{
-		node: node, metrics: m, timeout: o.PeerTimeout, name: o.NodeName, start: time.Now(),
+		node: node, metrics: m, timeout: o.PeerTimeout, name: o.NodeName, start: time.Now(), scheme: "http",
 		client: &http.Client{Transport: &http.Transport{
 			MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second,
-			ResponseHeaderTimeout: o.PeerTimeout,
+			ResponseHeaderTimeout: o.PeerTimeout, TLSClientConfig: o.PeerTLS,
 		}},
 		seen: make(map[string]rememberedPeer),
+	}
+	if o.TLS != nil {
+		// Nodes of one cluster serve alike: peers speak HTTPS too.
+		d.scheme = "https"
 	}
 	d.sample(time.Now()) // so that the first poll already has a rate
 	return d
@@ -326,7 +331,7 @@ func (d *dashboard) askCounts(ctx context.Context, video string, members []membe
 func (d *dashboard) askCount(ctx context.Context, addr, video string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	u := "http://" + addr + "/videos/" + url.PathEscape(video) + "/views"
+	u := d.scheme + "://" + addr + "/videos/" + url.PathEscape(video) + "/views"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, fmt.Errorf("ask %s: %w", addr, err)

@@ -1,12 +1,22 @@
 // Package httpapi serves a tally node over HTTP with echo: the seed API
 // (POST and GET /videos/{id}/views), batch ingest (POST /v1/events), status,
-// health, readiness, Prometheus metrics, and a live dashboard (GET /, its data
-// at GET /v1/dashboard) whose files are embedded in the binary.
+// health, readiness, Prometheus metrics, a live dashboard (GET /, its data
+// at GET /v1/dashboard) whose files are embedded in the binary, and admin
+// routes: the raw event log (GET /v1/audit/events, streamed NDJSON) and the
+// gossip keyring (/v1/admin/gossip-keys).
 //
 // Every error is JSON, {"error": {"code": "...", "message": "..."}}, with a
-// stable code and the fitting status: 400 bad input, 404 unknown route, 405
-// wrong method, 413 body too large, 415 not JSON, 503 overloaded or not ready
-// (with Retry-After). Nothing is counted for a request that errs.
+// stable code and the fitting status: 400 bad input, 401 admin route
+// without the admin bearer token, 403 admin API off, 404 unknown route, 405
+// wrong method, 413 body too large, 415 not JSON, 429 too many requests in
+// flight from one client, 503 overloaded or not ready (429 and 503 with
+// Retry-After). Nothing is counted for a request that errs.
+//
+// Request bodies are untrusted: they are size-bounded before and while they
+// are read, and decoded by functions that are fuzzed (decode.go). Ingest
+// requests are admitted against in-flight bounds before their body is read
+// (shed.go), the listener bounds connections and has read, write and idle
+// timeouts, so memory stays bounded under overload and slow clients.
 //
 // Every request gets an ID (X-Request-Id, the client's if usable), which the
 // request's log lines carry as request_id.

@@ -86,7 +86,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if ae.Status >= 500 {
 		log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", ae.Status, "err", err)
 	}
-	if ae.Status == http.StatusServiceUnavailable {
+	if errors.Is(err, region.ErrOverloaded) {
+		s.metrics.shed.WithLabelValues(shedCommitQueue).Inc()
+	}
+	if ae.Status == http.StatusServiceUnavailable || ae.Status == http.StatusTooManyRequests {
 		c.Response().Header().Set("Retry-After", "1")
 	}
 	var body errorBody

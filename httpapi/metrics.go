@@ -25,10 +25,13 @@ type Metrics struct {
 	fsync       prometheus.Histogram
 	batchWrite  prometheus.Histogram
 	batchErrors prometheus.Counter
+	filtered    *prometheus.CounterVec // by reason: rate_limited, denied
+	shed        *prometheus.CounterVec // by reason: see the shed* constants
+	adminDenied prometheus.Counter
 
 	// fates mirrors ingested, indexed by store.Fate, for the dashboard's
 	// ingest rate (reading a Prometheus counter back is not its purpose).
-	fates [store.FateRateLimited + 1]atomic.Uint64
+	fates [store.FateDenied + 1]atomic.Uint64
 }
 
 var _ region.Observer = (*Metrics)(nil)
@@ -71,11 +74,27 @@ func NewMetrics() *Metrics {
 		batchErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tally_group_commit_errors_total", Help: "Group commits that failed to persist.",
 		}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tally_filtered_events_total", Help: "Events filtered as bots, logged and never counted, by reason: rate_limited (per-user or per-IP token bucket), denied (deny list).",
+		}, []string{"reason"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tally_http_shed_total", Help: "Ingest requests shed with 503 or 429 and nothing counted, by the bound they hit: inflight_requests, inflight_bytes, client_inflight, commit_queue.",
+		}, []string{"reason"}),
+		adminDenied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tally_admin_auth_failures_total", Help: "Admin requests refused for a missing or wrong bearer token.",
+		}),
 	}
 	reg.MustRegister(m.requests, m.latency, m.inflight, m.ingested, m.batchSize, m.batchWaits, m.fsync, m.batchWrite, m.batchErrors,
+		m.filtered, m.shed, m.adminDenied,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, f := range []store.Fate{store.FateCounted, store.FateDuplicate, store.FateRateLimited} {
+	for _, f := range []store.Fate{store.FateCounted, store.FateDuplicate, store.FateRateLimited, store.FateDenied} {
 		m.ingested.WithLabelValues(f.String())
+	}
+	for _, f := range []store.Fate{store.FateRateLimited, store.FateDenied} {
+		m.filtered.WithLabelValues(f.String())
+	}
+	for _, r := range []string{shedRequests, shedBytes, shedClient, shedCommitQueue} {
+		m.shed.WithLabelValues(r)
 	}
 	return m
 }
@@ -97,6 +116,9 @@ func (m *Metrics) Batch(st store.BatchStats) {
 // Ingested implements region.Observer.
 func (m *Metrics) Ingested(f store.Fate) {
 	m.ingested.WithLabelValues(f.String()).Inc()
+	if f == store.FateRateLimited || f == store.FateDenied {
+		m.filtered.WithLabelValues(f.String()).Inc()
+	}
 	if int(f) < len(m.fates) {
 		m.fates[f].Add(1)
 	}
@@ -138,4 +160,63 @@ func (m *Metrics) registerNode(n *region.Node, ready *readiness) {
 			return 0
 		}),
 	)
+}
+
+// registerAdmission adds gauges of the ingest requests in flight.
+func (m *Metrics) registerAdmission(a *admission) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tally_http_ingest_inflight_requests", Help: "Ingest requests admitted and not yet answered.",
+		}, func() float64 { r, _ := a.inflight(); return float64(r) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tally_http_ingest_inflight_bytes", Help: "Estimated memory held by the ingest requests in flight (the shedding budget in use).",
+		}, func() float64 { _, b := a.inflight(); return float64(b) }),
+	)
+}
+
+// TransportStats are the cumulative counters of the replication transport
+// (see replication/tcp.Stats).
+type TransportStats struct {
+	FramesSent, FramesReceived uint64
+	BytesSent, BytesReceived   uint64
+	Dropped                    uint64 // outbound frames dropped: queue full, circuit open, write failed
+	DialFailures               uint64
+	RejectedBadMAC             uint64 // inbound frames whose MAC did not verify (no secret, tampered)
+	RejectedOversize           uint64 // inbound frames over the size limit
+	RefusedConns               uint64 // inbound connections over the limit, or silent past the handshake timeout
+}
+
+// RegisterTransport exports the replication transport's counters, read from
+// stats at scrape time. Call it at most once.
+func (m *Metrics) RegisterTransport(stats func() TransportStats) {
+	counter := func(name, help string, f func(TransportStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f(stats())) })
+	}
+	m.Registry.MustRegister(
+		counter("tally_replication_frames_sent_total", "Replication frames written to peers.", func(s TransportStats) uint64 { return s.FramesSent }),
+		counter("tally_replication_frames_received_total", "Authenticated replication frames received.", func(s TransportStats) uint64 { return s.FramesReceived }),
+		counter("tally_replication_frame_bytes_sent_total", "Bytes of replication frames written to peers.", func(s TransportStats) uint64 { return s.BytesSent }),
+		counter("tally_replication_frame_bytes_received_total", "Bytes of authenticated replication frames received.", func(s TransportStats) uint64 { return s.BytesReceived }),
+		counter("tally_replication_frames_dropped_total", "Outbound replication frames dropped (queue full, circuit open, write failed).", func(s TransportStats) uint64 { return s.Dropped }),
+		counter("tally_replication_dial_failures_total", "Failed connection attempts to peers.", func(s TransportStats) uint64 { return s.DialFailures }),
+		counter("tally_replication_connections_refused_total", "Inbound replication connections refused: over the connection limit, or no authenticated frame within the handshake timeout.", func(s TransportStats) uint64 { return s.RefusedConns }),
+		&rejectedFrames{stats: stats, desc: prometheus.NewDesc("tally_replication_frames_rejected_total",
+			"Inbound replication frames rejected, closing their connection, by reason: bad_mac (not signed with the cluster secret, or tampered), too_large.", []string{"reason"}, nil)},
+	)
+}
+
+// rejectedFrames exports the rejected-frame counters under one name.
+type rejectedFrames struct {
+	stats func() TransportStats
+	desc  *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (r *rejectedFrames) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+
+// Collect implements prometheus.Collector.
+func (r *rejectedFrames) Collect(ch chan<- prometheus.Metric) {
+	s := r.stats()
+	ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(s.RejectedBadMAC), "bad_mac")
+	ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(s.RejectedOversize), "too_large")
 }

@@ -313,6 +313,7 @@ func scrapeCluster(t *testing.T) (*testCluster, string) {
 	t.Helper()
 	tc := newTestCluster(t, "us", "eu")
 	tc.view(tc.nodes[0], "mv", "u1")
+	tc.nodes[0].srv.metrics.RegisterTransport(func() TransportStats { return TransportStats{FramesReceived: 3, RejectedBadMAC: 1} })
 	eventually(t, 30*time.Second, "us synced with eu", func() (bool, string) {
 		ok, why := tc.nodes[0].srv.Ready()
 		return ok, why
@@ -346,6 +347,15 @@ func TestMetricsCoverTheIssue(t *testing.T) {
 		`tally_replication_region_lag_seconds{region="eu"}`,
 		"tally_badger_lsm_bytes", "tally_badger_vlog_bytes",
 		"tally_ready 1",
+		`tally_filtered_events_total{reason="rate_limited"} 0`,
+		`tally_filtered_events_total{reason="denied"} 0`,
+		`tally_http_shed_total{reason="commit_queue"} 0`,
+		"tally_http_ingest_inflight_requests 0",
+		"tally_admin_auth_failures_total 0",
+		`tally_replication_frames_rejected_total{reason="bad_mac"} 1`,
+		`tally_replication_frames_rejected_total{reason="too_large"} 0`,
+		"tally_replication_frames_received_total 3",
+		"tally_replication_connections_refused_total 0",
 		"go_gc_duration_seconds", "go_goroutines", "process_resident_memory_bytes",
 	} {
 		if !strings.Contains(text, want) {

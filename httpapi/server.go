@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,7 +51,48 @@ type Options struct {
 	// PeerTimeout bounds each request the dashboard makes to a peer for its
 	// count. Zero means DefaultPeerTimeout.
 	PeerTimeout time.Duration
+
+	// AdminToken is the bearer token of the admin routes (the audit log,
+	// the gossip keyring). Empty turns the admin API off: every admin route
+	// answers 403 admin_disabled.
+	AdminToken string
+	// Keyring, if set, is the cluster's gossip keyring, managed through
+	// /v1/admin/gossip-keys.
+	Keyring Keyring
+
+	// TLS, if set, serves HTTPS with it (certificates included); the
+	// dashboard then asks peers over HTTPS too, verifying them with PeerTLS
+	// (nil: the system's roots).
+	TLS, PeerTLS *tls.Config
+
+	// Bounds of the listener; zero takes the default.
+	//
+	// MaxConns bounds open connections (DefaultMaxConns).
+	MaxConns int
+	// MaxInflight, MaxInflightBytes and MaxInflightPerClient bound ingest
+	// requests in flight (DefaultMaxInflight, DefaultMaxInflightBytes,
+	// DefaultMaxInflightPerClient); see shed.go.
+	MaxInflight          int
+	MaxInflightBytes     int64
+	MaxInflightPerClient int
+	// ReadHeaderTimeout bounds reading a request's headers (slowloris):
+	// DefaultReadHeaderTimeout. ReadTimeout bounds reading a whole request,
+	// body included: DefaultReadTimeout. WriteTimeout bounds writing an
+	// answer (the audit stream extends it as it goes): DefaultWriteTimeout.
+	// IdleTimeout closes a keep-alive connection that sends nothing:
+	// DefaultIdleTimeout.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
+
+// Listener timeouts (Options).
+const (
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	// maxHeaderBytes bounds a request's headers.
+	maxHeaderBytes = 16 << 10
+)
 
 // Server is the HTTP API of one node. It is safe for concurrent use.
 type Server struct {
@@ -61,6 +104,9 @@ type Server struct {
 	ids     *requestIDs
 	ready   *readiness
 	dash    *dashboard
+
+	adminHash []byte // SHA-256 of the admin token; nil: admin API off
+	admission *admission
 }
 
 // New builds the API for node.
@@ -80,12 +126,42 @@ func New(node *region.Node, o Options) *Server {
 	if o.PeerTimeout <= 0 {
 		o.PeerTimeout = DefaultPeerTimeout
 	}
+	defaults := []struct {
+		v *time.Duration
+		d time.Duration
+	}{
+		{&o.ReadHeaderTimeout, DefaultReadHeaderTimeout}, {&o.ReadTimeout, DefaultReadTimeout},
+		{&o.WriteTimeout, DefaultWriteTimeout}, {&o.IdleTimeout, DefaultIdleTimeout},
+	}
+	for _, d := range defaults {
+		if *d.v <= 0 {
+			*d.v = d.d
+		}
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = DefaultMaxInflight
+	}
+	if o.MaxInflightBytes <= 0 {
+		o.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	if o.MaxInflightPerClient <= 0 {
+		o.MaxInflightPerClient = DefaultMaxInflightPerClient
+	}
 	s := &Server{
 		e: echo.New(), node: node, metrics: o.Metrics, log: o.Logger, opts: o, ids: newRequestIDs(),
 		ready: &readiness{node: node, joining: o.Joining, aloneAfter: o.AloneAfter, start: time.Now(), now: time.Now},
 	}
+	s.admission = newAdmission(int64(o.MaxInflight), o.MaxInflightBytes, o.MaxInflightPerClient)
+	if o.AdminToken != "" {
+		h := sha256.Sum256([]byte(o.AdminToken))
+		s.adminHash = h[:]
+	}
 	s.dash = newDashboard(node, o.Metrics, o)
 	s.metrics.registerNode(node, s.ready)
+	s.metrics.registerAdmission(s.admission)
 
 	e := s.e
 	e.HideBanner, e.HidePort = true, true
@@ -94,9 +170,12 @@ func New(node *region.Node, o Options) *Server {
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.Use(s.observe, middleware.Recover())
 
-	e.POST("/videos/:videoId/views", s.postView)
+	e.POST("/videos/:videoId/views", s.postView, s.admit(viewCost))
 	e.GET("/videos/:videoId/views", s.getViews)
-	e.POST("/v1/events", s.postEvents)
+	e.POST("/v1/events", s.postEvents, s.admit(batchCost))
+	e.GET("/v1/audit/events", s.auditEvents, s.requireAdmin)
+	e.GET("/v1/admin/gossip-keys", s.getGossipKeys, s.requireAdmin)
+	e.POST("/v1/admin/gossip-keys", s.postGossipKeys, s.requireAdmin)
 	e.GET("/v1/status", s.status)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
@@ -117,19 +196,30 @@ func New(node *region.Node, o Options) *Server {
 func (s *Server) Handler() http.Handler { return s.e }
 
 // Serve answers on ln until ctx ends, then stops taking connections and
-// drains in-flight requests for up to ShutdownTimeout.
+// drains in-flight requests for up to ShutdownTimeout. It serves HTTPS when
+// Options.TLS is set. At most MaxConns connections are open at once; every
+// connection has read, write and idle timeouts, so a client that sends
+// slowly (slowloris) or not at all is cut off.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.e,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		ReadTimeout:       s.opts.ReadTimeout,
+		WriteTimeout:      s.opts.WriteTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		TLSConfig:         s.opts.TLS,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	ln = newLimitListener(ln, s.opts.MaxConns)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if s.opts.TLS != nil {
+			errc <- hs.ServeTLS(ln, "", "") // certificates come in TLSConfig
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve http on %s: %w", ln.Addr(), err)

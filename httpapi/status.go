@@ -12,13 +12,17 @@ import (
 
 // statusResponse answers GET /v1/status.
 type statusResponse struct {
-	Region      string            `json:"region"`
-	Replica     string            `json:"replica"`
-	Durability  string            `json:"durability"`
-	Ready       bool              `json:"ready"`       // as GET /readyz answers
-	ReadyReason string            `json:"readyReason"` // why (not) ready
-	Counters    int               `json:"countersInMemory"`
-	Replication replicationStatus `json:"replication"`
+	Name       string `json:"name"` // cluster name when it replicates, else --node-name
+	Region     string `json:"region"`
+	Replica    string `json:"replica"`
+	Durability string `json:"durability"`
+	// DedupWindowMs is the node's dedup window: what an auditor needs to
+	// recompute counts from the raw event log.
+	DedupWindowMs int64             `json:"dedupWindowMs"`
+	Ready         bool              `json:"ready"`       // as GET /readyz answers
+	ReadyReason   string            `json:"readyReason"` // why (not) ready
+	Counters      int               `json:"countersInMemory"`
+	Replication   replicationStatus `json:"replication"`
 }
 
 type replicationStatus struct {
@@ -62,6 +66,7 @@ func (s *Server) status(c echo.Context) error {
 	cs := s.node.ClusterStatus()
 	ready, why := s.ready.check()
 	out := statusResponse{
+		Name: s.nodeName(), DedupWindowMs: st.DedupWindow.Milliseconds(),
 		Region: st.Region, Replica: st.ReplicaID.String(), Durability: string(st.Durability),
 		Ready: ready, ReadyReason: why, Counters: st.Counters,
 		Replication: replicationStatus{

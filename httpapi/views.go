@@ -1,16 +1,10 @@
 package httpapi
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -61,19 +55,12 @@ func (s *Server) postView(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var req viewRequest
-	if err := decodeStrict(body, &req); err != nil {
-		return err
-	}
-	if req.UserID == nil {
-		return &region.InputError{Code: region.CodeInvalidUserID, Message: "userId is missing"}
-	}
-	ts, err := parseTimestamp(req.Timestamp)
+	user, ts, err := decodeViewBody(body)
 	if err != nil {
 		return err
 	}
 	res, err := s.node.RecordView(c.Request().Context(), region.View{
-		Video: video, User: *req.UserID, ClientMs: ts, IP: c.RealIP(),
+		Video: video, User: user, ClientMs: ts, IP: c.RealIP(),
 	})
 	if err != nil {
 		return err
@@ -131,15 +118,9 @@ func (s *Server) postEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '[' {
-		return errf(http.StatusBadRequest, CodeMalformedJSON, "body must be a JSON array of events")
-	}
-	var events []batchEvent
-	if err := decodeStrict(body, &events); err != nil {
+	events, err := decodeEventsBody(body)
+	if err != nil {
 		return err
-	}
-	if len(events) > MaxBatchEvents {
-		return errf(http.StatusRequestEntityTooLarge, CodeTooManyEvents, "%d events in one batch; at most %d allowed", len(events), MaxBatchEvents)
 	}
 	out := batchResponse{Received: len(events), NotCounted: []notCountedJS{}}
 	reject := func(i int, err error) {
@@ -176,76 +157,4 @@ func (s *Server) postEvents(c echo.Context) error {
 	}
 	slices.SortFunc(out.NotCounted, func(a, b notCountedJS) int { return a.Index - b.Index })
 	return c.JSON(http.StatusOK, out)
-}
-
-// readJSONBody checks the content type and reads at most limit bytes.
-func readJSONBody(c echo.Context, limit int64) ([]byte, error) {
-	req := c.Request()
-	ct := req.Header.Get(echo.HeaderContentType)
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-		return nil, errf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type %q: want application/json", ct)
-	}
-	if req.ContentLength > limit {
-		return nil, errf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body of %d bytes; at most %d allowed", req.ContentLength, limit)
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, limit))
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe):
-		return nil, errf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body larger than %d bytes", limit)
-	case err != nil:
-		return nil, errf(http.StatusBadRequest, CodeMalformedJSON, "read body: %v", err)
-	}
-	return body, nil
-}
-
-// decodeStrict decodes exactly one JSON value from body into v.
-func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return errf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON body: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON body: data after the JSON value")
-	}
-	return nil
-}
-
-// parseTimestamp accepts unix milliseconds (a JSON integer) or an RFC 3339
-// string; absent or null gives 0 (use the server's clock).
-func parseTimestamp(raw json.RawMessage) (int64, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return 0, nil
-	}
-	bad := func(why string) error {
-		return &region.InputError{Code: region.CodeInvalidTimestamp, Message: "timestamp " + why + `: want unix milliseconds (e.g. 1732250000000) or an RFC 3339 string (e.g. "2026-11-22T05:00:00Z")`}
-	}
-	var ms int64
-	if raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return 0, bad("is not a valid string")
-		}
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return 0, bad(strconv.Quote(s) + " is not RFC 3339")
-		}
-		ms = t.UnixMilli()
-	} else {
-		v, err := strconv.ParseInt(string(raw), 10, 64)
-		if err != nil {
-			if len(raw) > 40 {
-				return 0, bad("is not an integer")
-			}
-			return 0, bad(string(raw) + " is not an integer")
-		}
-		ms = v
-	}
-	if ms <= 0 {
-		return 0, bad("must be after 1970-01-01")
-	}
-	return ms, nil
 }

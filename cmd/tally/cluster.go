@@ -63,6 +63,10 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	for _, n := range c.Nodes {
 		fmt.Fprintf(stdout, "  region %-8s node %-12s http://%s  (pid %d)\n", n.Region, n.Name, n.HTTP, n.Pid())
 	}
+	if len(c.Nodes) > 0 {
+		// A bare host:port: scripts pick the nodes' URLs out of this output.
+		fmt.Fprintf(stdout, "Audit it: TALLY_ADMIN_TOKEN=%s tally audit --endpoints %s\n", c.admin, c.Nodes[0].HTTP)
+	}
 	fmt.Fprintln(stdout, "Ctrl-C stops every node.")
 	<-ctx.Done()
 	c.Stop(20 * time.Second)
@@ -95,8 +99,12 @@ type localCluster struct {
 	spec   clusterSpec
 	secret string
 	key    string
+	admin  string // every node's admin token (tally audit needs it)
 	Nodes  []*clusterNode
 }
+
+// AdminToken is the admin bearer token every node of the cluster takes.
+func (c *localCluster) AdminToken() string { return c.admin }
 
 // clusterNode is one tally serve process of a local cluster.
 type clusterNode struct {
@@ -118,14 +126,13 @@ func regionName(i int) string {
 }
 
 func startCluster(ctx context.Context, spec clusterSpec) (*localCluster, error) {
-	secret, key := make([]byte, 32), make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, err
+	secret, key, admin := make([]byte, 32), make([]byte, 32), make([]byte, 16)
+	for _, b := range [][]byte{secret, key, admin} {
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
 	}
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	c := &localCluster{spec: spec, secret: hex.EncodeToString(secret), key: base64.StdEncoding.EncodeToString(key)}
+	c := &localCluster{spec: spec, secret: hex.EncodeToString(secret), key: base64.StdEncoding.EncodeToString(key), admin: hex.EncodeToString(admin)}
 	port := spec.BasePort
 	next := func() (string, error) {
 		if spec.BasePort == 0 {
@@ -194,7 +201,7 @@ func (c *localCluster) launch(ctx context.Context, n *clusterNode) error {
 	args := []string{"serve",
 		"--region", n.Region, "--node-name", n.Name, "--data", n.Data,
 		"--http", n.HTTP, "--gossip", n.Gossip, "--repl", n.Repl,
-		"--cluster-secret", c.secret, "--gossip-key", c.key,
+		"--cluster-secret", c.secret, "--gossip-key", c.key, "--admin-token", c.admin,
 	}
 	// Join every other node (the first first): any one that answers brings
 	// the whole pool, and a restart still finds the pool when the nodes it

@@ -127,6 +127,10 @@ func TestClusterConvergesMultiProcess(t *testing.T) {
 			tc.awaitCounts(t, videos, want)
 			t.Logf("every region reports exactly the %d distinct pairs after %v", sum(want), time.Since(start).Round(time.Millisecond))
 		}},
+		{"audit_after_kill9", func(t *testing.T) {
+			// Every node's raw event log, recomputed, gives every node's count.
+			requireCleanAudit(t, []string{tc.nodes[0].n.HTTP}, tc.c.AdminToken(), len(tc.nodes))
+		}},
 		{"plain_serf_agent", func(t *testing.T) {
 			if testing.Short() {
 				t.Skip("short mode: no Serf agent")

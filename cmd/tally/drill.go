@@ -336,6 +336,11 @@ func runDrills(ctx context.Context, o drillOptions, log io.Writer) (rep *drillRe
 			rep.AuditViews += d.led.expected(v)
 		}
 		rep.Audited = true
+		// And the batch layer's view: the raw event logs of every node,
+		// recomputed with the dedup and claim rules, against every count.
+		rep.EventLog, rep.EventLogErr = auditCluster(ctx, auditConfig{
+			Endpoints: []string{d.c.Nodes[0].HTTP}, Token: d.c.AdminToken(), Wait: p.Converge,
+		})
 	}
 	rep.Elapsed = time.Since(start)
 	return rep, ctx.Err()
@@ -1000,6 +1005,10 @@ type drillReport struct {
 	Audit       convergence
 	AuditVideos int
 	AuditViews  uint64
+	// EventLog is tally audit's check of the cluster at the end: every
+	// node's raw event log recomputed and compared with every node's counts.
+	EventLog    *auditReport
+	EventLogErr error
 	Elapsed     time.Duration
 }
 
@@ -1011,6 +1020,9 @@ func (r *drillReport) passed() bool {
 		if !res.passed() {
 			return false
 		}
+	}
+	if r.Audited && (r.EventLogErr != nil || r.EventLog == nil || r.EventLog.Mismatches > 0) {
+		return false
 	}
 	return !r.Audited || ((r.Audit.Exact || r.Audit.Agreed) && r.Audit.Lost == 0 && r.Audit.Doubled == 0)
 }
@@ -1076,6 +1088,17 @@ func (r *drillReport) write(w io.Writer) {
 			}
 		}
 		fmt.Fprintf(&b, "  final audit: %d videos, %d views, every node: %s; lost %d, doubled %d\n", r.AuditVideos, r.AuditViews, state, a.Lost, a.Doubled)
+		switch {
+		case r.EventLogErr != nil:
+			fmt.Fprintf(&b, "  event-log audit (tally audit): could not complete: %v\n", r.EventLogErr)
+		case r.EventLog != nil:
+			b.WriteString("  event-log audit (tally audit):\n")
+			var el strings.Builder
+			r.EventLog.write(&el, false)
+			for _, line := range strings.Split(strings.TrimRight(el.String(), "\n"), "\n") {
+				fmt.Fprintf(&b, "    %s\n", line)
+			}
+		}
 	}
 	if r.Elapsed > 0 {
 		fmt.Fprintf(&b, "  took %s\n", r.Elapsed.Round(time.Second))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tallyhq/tally/crdt"
+	"github.com/tallyhq/tally/httpapi"
 	"github.com/tallyhq/tally/region"
 	"github.com/tallyhq/tally/replication"
 	"github.com/tallyhq/tally/replication/membership"
@@ -21,6 +22,7 @@ import (
 // clusterFlags are the flags of tally serve that make it a cluster member.
 type clusterFlags struct {
 	nodeName, gossip, advertise, repl, join, secret, gossipKey string
+	keyringFile                                                string
 	syncInterval                                               time.Duration
 	key                                                        []byte
 }
@@ -60,10 +62,16 @@ func (c *clusterFlags) resolve(regionName, httpAddr string) error {
 	return nil
 }
 
+// clusterMember is what joinCluster started.
+type clusterMember struct {
+	leave          func() error // leaves the pool and stops the transport
+	membership     *membership.Membership
+	transportStats func() httpapi.TransportStats
+}
+
 // joinCluster starts the replication transport, enables replication on the
-// node, joins the Serf pool and keeps the node's peer list current. It
-// returns the function that leaves the pool and stops the transport.
-func joinCluster(ctx context.Context, node *region.Node, cfg region.Config, c clusterFlags, httpAddr string, log *slog.Logger) (func() error, error) {
+// node, joins the Serf pool and keeps the node's peer list current.
+func joinCluster(ctx context.Context, node *region.Node, cfg region.Config, c clusterFlags, httpAddr string, log *slog.Logger) (*clusterMember, error) {
 	var tr *tcp.Transport
 	tc := tcp.DefaultConfig(c.repl, []byte(c.secret))
 	tc.Logger = log
@@ -84,7 +92,7 @@ func joinCluster(ctx context.Context, node *region.Node, cfg region.Config, c cl
 	m, err := membership.Start(membership.Config{
 		NodeName: c.nodeName, BindAddr: c.gossip, AdvertiseAddr: c.advertise,
 		Region: cfg.Region, ReplAddr: tr.Addr(), HTTPAddr: httpAddr,
-		Replica: node.Identity().Replica.String(), GossipKey: c.key, Logger: log,
+		Replica: node.Identity().Replica.String(), GossipKey: c.key, KeyringFile: c.keyringFile, Logger: log,
 	}, func(ms []membership.Member) { node.SetPeers(peersOf(ms)) })
 	if err != nil {
 		tr.Close()
@@ -106,12 +114,21 @@ func joinCluster(ctx context.Context, node *region.Node, cfg region.Config, c cl
 		defer close(done)
 		node.RunReplication(ctx, c.syncInterval/2)
 	}()
-	return func() error {
+	leave := func() error {
 		err := m.Leave()
 		cancel()
 		<-done
 		return errors.Join(err, tr.Close())
-	}, nil
+	}
+	stats := func() httpapi.TransportStats {
+		s := tr.Stats()
+		return httpapi.TransportStats{
+			FramesSent: s.FramesSent, FramesReceived: s.FramesReceived, BytesSent: s.BytesSent, BytesReceived: s.BytesReceived,
+			Dropped: s.Dropped, DialFailures: s.DialFailures,
+			RejectedBadMAC: s.AuthFailures, RejectedOversize: s.Oversize, RefusedConns: s.RefusedConns,
+		}
+	}
+	return &clusterMember{leave: leave, membership: m, transportStats: stats}, nil
 }
 
 func peersOf(ms []membership.Member) []region.Peer {

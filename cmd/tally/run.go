@@ -15,6 +15,7 @@ Usage:
   tally sim [flags]     deterministic simulation of regions × nodes with faults
   tally bench visibility|repair [flags]  cluster benchmarks on loopback
   tally drill [flags]   failover drills on a local cluster under load (kill, partition, rolling restart)
+  tally audit --endpoints URL[,URL...]  recompute every count from the nodes' raw event logs and compare
   tally probe URL       exit 0 if GET URL answers 200 (container health checks)
   tally help            this text
 
@@ -28,6 +29,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "audit":
+		return runAudit(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "cluster":

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,6 +35,10 @@ SIGINT or SIGTERM drains HTTP (readiness turns false first), leaves the
 gossip pool, writes the last group commit and closes the store; a second
 signal stops at once.
 
+Admin routes (the raw event log for tally audit, gossip key rotation) need
+--admin-token; secrets are better given as TALLY_ADMIN_TOKEN,
+TALLY_CLUSTER_SECRET and TALLY_GOSSIP_KEY than as flags, which ps shows.
+
 Flags:
 `
 
@@ -49,6 +56,17 @@ type serveSettings struct {
 	shutdownTimeout     time.Duration
 	aloneAfter          time.Duration
 	configFile          string
+
+	adminToken                 string
+	tlsCert, tlsKey, tlsPeerCA string
+	denyList                   string
+	maxConns, maxInflight      int
+	maxInflightPerClient       int
+	maxInflightBytes           int64
+	readHeaderTimeout          time.Duration
+	readTimeout, writeTimeout  time.Duration
+	idleTimeout                time.Duration
+	tls, peerTLS               *tls.Config // loaded from the files above
 }
 
 // serveFlags declares the flags of tally serve on a new FlagSet.
@@ -70,13 +88,27 @@ func serveFlags(cfg *region.Config, ss *serveSettings, cl *clusterFlags) *flag.F
 	fs.Float64Var(&cfg.IPRate, "ip-rate", cfg.IPRate, "views per second one client IP may make (0: no per-IP limit)")
 	fs.IntVar(&cfg.IPBurst, "ip-burst", cfg.IPBurst, "burst size of --ip-rate, in views")
 	fs.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "writes that may wait for the next group commit before ingest sheds with 503")
+	fs.StringVar(&ss.denyList, "deny-list", "", "`file` of users (user:ID) and client addresses (ip:ADDR or ip:NET/BITS), one per line, whose views are logged as denied and never counted")
+	fs.StringVar(&ss.adminToken, "admin-token", "", "bearer `token` of the admin routes (raw event log, gossip keyring); empty turns them off. Prefer TALLY_ADMIN_TOKEN: a flag shows in ps")
+	fs.StringVar(&ss.tlsCert, "tls-cert", "", "PEM certificate `file` (chain) to serve HTTPS with; needs --tls-key")
+	fs.StringVar(&ss.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
+	fs.StringVar(&ss.tlsPeerCA, "tls-peer-ca", "", "PEM CA `file` to verify peers' HTTPS with (the dashboard asks them for counts); default: the system's roots")
+	fs.IntVar(&ss.maxConns, "max-conns", httpapi.DefaultMaxConns, "open HTTP connections at most; more wait in the kernel's accept queue")
+	fs.IntVar(&ss.maxInflight, "max-inflight", httpapi.DefaultMaxInflight, "ingest requests answered at once at most; more are shed with 503 and Retry-After")
+	fs.Int64Var(&ss.maxInflightBytes, "max-inflight-bytes", httpapi.DefaultMaxInflightBytes, "estimated memory, in bytes, ingest requests in flight may hold; more are shed with 503 and Retry-After")
+	fs.IntVar(&ss.maxInflightPerClient, "max-inflight-per-client", httpapi.DefaultMaxInflightPerClient, "ingest requests one client address may have in flight; more are answered 429 with Retry-After")
+	fs.DurationVar(&ss.readHeaderTimeout, "read-header-timeout", httpapi.DefaultReadHeaderTimeout, "how long a client may take to send a request's headers (slowloris bound)")
+	fs.DurationVar(&ss.readTimeout, "read-timeout", httpapi.DefaultReadTimeout, "how long a client may take to send a whole request, body included")
+	fs.DurationVar(&ss.writeTimeout, "write-timeout", httpapi.DefaultWriteTimeout, "how long writing an answer may take (the audit stream extends it as it goes)")
+	fs.DurationVar(&ss.idleTimeout, "idle-timeout", httpapi.DefaultIdleTimeout, "how long a keep-alive connection may stay idle")
 	fs.StringVar(&cl.nodeName, "node-name", "", "this node's unique `name` in the cluster (default: region-hostname-httpport)")
 	fs.StringVar(&cl.gossip, "gossip", "", "Serf gossip `address` host:port (TCP and UDP); empty runs a single node without replication")
 	fs.StringVar(&cl.advertise, "advertise", "", "gossip `address` other nodes reach this one at (default: --gossip)")
 	fs.StringVar(&cl.repl, "repl", "127.0.0.1:7947", "replication listen `address` host:port (with --gossip); peers dial it as given")
 	fs.StringVar(&cl.join, "join", "", "comma-separated gossip `addresses` of existing members to join")
 	fs.StringVar(&cl.secret, "cluster-secret", "", "shared `secret` authenticating replication frames, at least 16 bytes")
-	fs.StringVar(&cl.gossipKey, "gossip-key", "", "base64 Serf encryption `key` of 16, 24 or 32 bytes; empty: gossip in clear")
+	fs.StringVar(&cl.gossipKey, "gossip-key", "", "base64 Serf encryption `key` of 16, 24 or 32 bytes; empty: gossip in clear (unless the keyring file exists)")
+	fs.StringVar(&cl.keyringFile, "gossip-keyring", "", "`file` keeping the gossip keyring across restarts and key rotations (default: gossip.keyring in --data; it wins over --gossip-key once it exists)")
 	fs.DurationVar(&cl.syncInterval, "sync-interval", 100*time.Millisecond, "how often replication ships deltas and heartbeats to each peer")
 	fs.DurationVar(&ss.aloneAfter, "alone-after", httpapi.DefaultAloneAfter, "with --join: how long a node that finds no peer waits before it serves alone and reports ready")
 	fs.DurationVar(&ss.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for in-flight HTTP requests")
@@ -138,6 +170,24 @@ func runServeEnv(ctx context.Context, args []string, getenv func(string) string,
 		fmt.Fprintln(stderr, "tally serve: --shutdown-timeout and --alone-after must be positive")
 		return 2
 	}
+	if cl.gossip != "" && cl.keyringFile == "" && !ss.inMemory {
+		cl.keyringFile = filepath.Join(cfg.DataDir, "gossip.keyring")
+	}
+	if err := ss.check(); err != nil {
+		fmt.Fprintf(stderr, "tally serve: %v\n", err)
+		return 2
+	}
+	if ss.denyList != "" {
+		if cfg.Deny, err = readDenyList(ss.denyList); err != nil {
+			fmt.Fprintf(stderr, "tally serve: %v\n", err)
+			return 2
+		}
+		log.Info("deny list loaded", "file", ss.denyList, "entries", cfg.Deny.Len())
+	}
+	if ss.tls, ss.peerTLS, err = ss.loadTLS(); err != nil {
+		fmt.Fprintf(stderr, "tally serve: %v\n", err)
+		return 2
+	}
 	if err := serve(ctx, cfg, cl, ss, stdout, log); err != nil {
 		log.Error("tally serve stopped", "err", err)
 		return 1
@@ -156,21 +206,33 @@ func serve(ctx context.Context, cfg region.Config, cl clusterFlags, ss serveSett
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen on %s: %w", ss.http, err), node.Close())
 	}
+	opts := httpapi.Options{
+		Logger: log, Metrics: metrics, ShutdownTimeout: ss.shutdownTimeout,
+		NodeName: cl.nodeName, Joining: cl.join != "", AloneAfter: ss.aloneAfter,
+		AdminToken: ss.adminToken, MaxConns: ss.maxConns,
+		MaxInflight: ss.maxInflight, MaxInflightBytes: ss.maxInflightBytes, MaxInflightPerClient: ss.maxInflightPerClient,
+		ReadHeaderTimeout: ss.readHeaderTimeout, ReadTimeout: ss.readTimeout, WriteTimeout: ss.writeTimeout, IdleTimeout: ss.idleTimeout,
+		TLS: ss.tls, PeerTLS: ss.peerTLS,
+	}
 	var leave func() error
 	if cl.gossip != "" {
 		advertised := advertisedHTTP(ln.Addr().String(), ss.advertiseHTTP, cl.advertise, cl.gossip)
-		if leave, err = joinCluster(ctx, node, cfg, cl, advertised, log); err != nil {
+		m, err := joinCluster(ctx, node, cfg, cl, advertised, log)
+		if err != nil {
 			return errors.Join(err, ln.Close(), node.Close())
 		}
+		leave, opts.Keyring = m.leave, m.membership
+		metrics.RegisterTransport(m.transportStats)
 	}
 	id := node.Identity()
-	log.Info("tally serving", "http", ln.Addr().String(), "region", cfg.Region, "replica", id.Replica.String(),
-		"data", cfg.DataDir, "durability", cfg.Durability)
-	fmt.Fprintf(stdout, "tally: listening on http://%s\n", ln.Addr())
-	srv := httpapi.New(node, httpapi.Options{
-		Logger: log, Metrics: metrics, ShutdownTimeout: ss.shutdownTimeout,
-		NodeName: cl.nodeName, Joining: cl.join != "", AloneAfter: ss.aloneAfter,
-	})
+	scheme := "http"
+	if opts.TLS != nil {
+		scheme = "https"
+	}
+	log.Info("tally serving", "http", ln.Addr().String(), "scheme", scheme, "region", cfg.Region, "replica", id.Replica.String(),
+		"data", cfg.DataDir, "durability", cfg.Durability, "admin_api", ss.adminToken != "")
+	fmt.Fprintf(stdout, "tally: listening on %s://%s\n", scheme, ln.Addr())
+	srv := httpapi.New(node, opts)
 	serveErr := srv.Serve(ctx, ln)
 	log.Info("HTTP drained")
 	if leave != nil {
@@ -225,3 +287,70 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
+
+// check validates the settings of the HTTP listener.
+func (ss *serveSettings) check() error {
+	switch {
+	case (ss.tlsCert == "") != (ss.tlsKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case ss.tlsPeerCA != "" && ss.tlsCert == "":
+		return errors.New("--tls-peer-ca needs --tls-cert and --tls-key")
+	case ss.maxConns < 1 || ss.maxInflight < 1 || ss.maxInflightPerClient < 1 || ss.maxInflightBytes < 1:
+		return errors.New("--max-conns, --max-inflight, --max-inflight-per-client and --max-inflight-bytes must be positive")
+	case ss.readHeaderTimeout <= 0 || ss.readTimeout <= 0 || ss.writeTimeout <= 0 || ss.idleTimeout <= 0:
+		return errors.New("--read-header-timeout, --read-timeout, --write-timeout and --idle-timeout must be positive")
+	case ss.adminToken != "" && len(ss.adminToken) < 16:
+		return errors.New("--admin-token: want at least 16 characters")
+	}
+	return nil
+}
+
+// loadTLS loads the HTTPS certificate and the peers' CA, if configured.
+func (ss *serveSettings) loadTLS() (serving, peers *tls.Config, err error) {
+	if ss.tlsCert == "" {
+		return nil, nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(ss.tlsCert, ss.tlsKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load --tls-cert %s and --tls-key %s: %w", ss.tlsCert, ss.tlsKey, err)
+	}
+	serving = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if ss.tlsPeerCA == "" {
+		return serving, nil, nil
+	}
+	pool, err := loadCAs(ss.tlsPeerCA)
+	if err != nil {
+		return nil, nil, err
+	}
+	return serving, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// loadCAs reads a PEM file of CA certificates.
+func loadCAs(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s: no PEM certificate in it", path)
+	}
+	return pool, nil
+}
+
+// readDenyList reads the deny list file at path.
+func readDenyList(path string) (*region.DenyList, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("deny list: %w", err)
+	}
+	defer f.Close()
+	d, err := region.ParseDenyList(io.LimitReader(f, maxDenyListFile))
+	if err != nil {
+		return nil, fmt.Errorf("deny list %s: %w", path, err)
+	}
+	return d, nil
+}
+
+// maxDenyListFile bounds the deny list read at start.
+const maxDenyListFile = 64 << 20

@@ -95,6 +95,9 @@ data = "/var/lib/tally data"
 
 func TestServeSettingsErrors(t *testing.T) {
 	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "deny.txt"), []byte("user:bot\nhost:1.2.3.4\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name, conf string
 		env        map[string]string
@@ -106,6 +109,14 @@ func TestServeSettingsErrors(t *testing.T) {
 		{"config in the file", "config = other.conf\n", nil, `unknown setting "config"`},
 		{"bad value in the file", "user-rate = fast\n", nil, `:1: user-rate = "fast"`},
 		{"bad value in the environment", "", map[string]string{"TALLY_DEDUP_WINDOW": "a day"}, `TALLY_DEDUP_WINDOW="a day"`},
+		{"short admin token", "", map[string]string{"TALLY_ADMIN_TOKEN": "short"}, "--admin-token: want at least 16 characters"},
+		{"certificate without key", "tls-cert = cert.pem\n", nil, "--tls-cert and --tls-key go together"},
+		{"peer CA without TLS", "tls-peer-ca = ca.pem\n", nil, "--tls-peer-ca needs"},
+		{"missing certificate", "tls-cert = /nonexistent/cert.pem\ntls-key = /nonexistent/key.pem\n", nil, "load --tls-cert"},
+		{"no in-flight budget", "max-inflight = 0\n", nil, "must be positive"},
+		{"no header timeout", "read-header-timeout = 0s\n", nil, "must be positive"},
+		{"missing deny list", "deny-list = /nonexistent/deny.txt\n", nil, "deny list"},
+		{"bad deny list", "deny-list = " + filepath.Join(dir, "deny.txt") + "\n", nil, "deny list line 2"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			file := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".conf")

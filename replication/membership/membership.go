@@ -6,6 +6,13 @@
 // pool) are ignored: they are never reported and never break a node.
 // Gossip is encrypted when a key is given (16, 24 or 32 bytes: AES-128/192/256).
 //
+// Key rotation uses Serf's key manager: a key is installed on every member,
+// then made primary (used to encrypt) everywhere, then the old one removed;
+// members decrypt with any installed key, so gossip never stops. With
+// Config.KeyringFile every member persists its keyring there, so a member
+// that restarts mid-rotation comes back with the keys it had (the file wins
+// over Config.GossipKeys once it exists).
+//
 // Serf user events are not used for data: they are capped at 512 bytes and
 // best-effort. Counts travel over the replication transport.
 package membership
@@ -71,6 +78,14 @@ type Config struct {
 	Region, ReplAddr, HTTPAddr, Replica string
 	// GossipKey encrypts gossip (16, 24 or 32 bytes); nil leaves it clear.
 	GossipKey []byte
+	// GossipKeys are more keys members may encrypt with, accepted for
+	// decryption (a rotation in progress). The primary key is GossipKey, or
+	// the first of these if GossipKey is nil.
+	GossipKeys [][]byte
+	// KeyringFile, if set, persists the keyring: read at start when it
+	// exists (then it replaces GossipKey and GossipKeys), written when it
+	// does not and keys are given, and rewritten on every rotation step.
+	KeyringFile string
 	// LAN selects memberlist's LAN timings; otherwise loopback-tuned local
 	// timings (fast failure detection for tests and `tally cluster`).
 	LAN bool
@@ -115,10 +130,14 @@ func Start(cfg Config, onChange func([]Member)) (*Membership, error) {
 		}
 		ml.AdvertiseAddr, ml.AdvertisePort = ah, ap
 	}
-	if cfg.GossipKey != nil {
-		kr, err := memberlist.NewKeyring(nil, cfg.GossipKey)
+	keys, err := keyring(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) > 0 {
+		kr, err := memberlist.NewKeyring(keys[1:], keys[0])
 		if err != nil {
-			return nil, fmt.Errorf("membership: gossip key: %w", err)
+			return nil, fmt.Errorf("membership: gossip keyring: %w", err)
 		}
 		ml.Keyring = kr
 		ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
@@ -134,6 +153,9 @@ func Start(cfg Config, onChange func([]Member)) (*Membership, error) {
 	sc.Tags = tags
 	sc.MemberlistConfig = ml
 	sc.Logger = logger
+	if len(keys) > 0 {
+		sc.KeyringFile = cfg.KeyringFile
+	}
 	m := &Membership{
 		events:   make(chan serf.Event, 256),
 		onChange: onChange,

@@ -1,8 +1,13 @@
 package membership
 
 import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"io"
 	"log"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -116,4 +121,104 @@ func TestTagsOverSerfLimitRefused(t *testing.T) {
 	if _, err := Start(Config{NodeName: "x", BindAddr: "127.0.0.1:0", Region: string(long), ReplAddr: "127.0.0.1:1"}, nil); err == nil {
 		t.Fatal("oversized tags accepted")
 	}
+}
+
+func startKeyring(t *testing.T, name string, cfg Config) (*Membership, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	cfg.NodeName, cfg.BindAddr, cfg.Region = name, "127.0.0.1:0", "us"
+	cfg.ReplAddr, cfg.HTTPAddr = "127.0.0.1:7001", "127.0.0.1:8001"
+	m, err := Start(cfg, rec.set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Leave() })
+	return m, rec
+}
+
+// TestKeyRotation rotates the gossip key of a running pool as the README
+// says (install, use, remove), checks that gossip goes on throughout, that
+// the keyring files follow, that a newcomer with only the new key joins and
+// one with only the old key cannot.
+func TestKeyRotation(t *testing.T) {
+	oldKey := key
+	newKey := []byte("fedcba9876543210fedcba9876543210")
+	oldB64, newB64 := base64.StdEncoding.EncodeToString(oldKey), base64.StdEncoding.EncodeToString(newKey)
+	dir := t.TempDir()
+	a, recA := startKeyring(t, "a", Config{GossipKey: oldKey, KeyringFile: filepath.Join(dir, "a.keyring")})
+	b, recB := startKeyring(t, "b", Config{GossipKey: oldKey, KeyringFile: filepath.Join(dir, "b.keyring")})
+	if _, err := b.Join([]string{a.GossipAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	bothAlive := func() bool { return aliveCount(recA.get()) == 2 && aliveCount(recB.get()) == 2 }
+	eventually(t, "both alive", bothAlive)
+	if got := readKeyring(t, filepath.Join(dir, "a.keyring")); len(got) != 1 || got[0] != oldB64 {
+		t.Fatalf("keyring file at start: %v", got)
+	}
+
+	step := func(what string, op func(string) (KeyringStatus, error), k string) {
+		t.Helper()
+		st, err := op(k)
+		if err != nil || st.Errors != 0 || st.Responses != st.Members || st.Members != 2 {
+			t.Fatalf("%s: %+v, %v", what, st, err)
+		}
+		eventually(t, "both alive after "+what, bothAlive)
+	}
+	step("install", a.InstallKey, newB64)
+	step("use", a.UseKey, newB64)
+	if st, err := b.RemoveKey(newB64); err != nil || st.Errors != 2 {
+		t.Fatalf("removing the primary key: want every member to refuse, got %+v, %v", st, err)
+	}
+	step("remove", b.RemoveKey, oldB64)
+
+	st, err := a.ListKeys()
+	if err != nil || len(st.Keys) != 1 || st.Keys[newB64] != 2 || st.PrimaryKeys[newB64] != 2 {
+		t.Fatalf("keys after rotation: %+v, %v", st, err)
+	}
+	for _, f := range []string{"a.keyring", "b.keyring"} {
+		if got := readKeyring(t, filepath.Join(dir, f)); len(got) != 1 || got[0] != newB64 {
+			t.Fatalf("%s after rotation: %v", f, got)
+		}
+	}
+
+	stale, _ := startKeyring(t, "stale", Config{GossipKey: oldKey})
+	if _, err := stale.Join([]string{a.GossipAddr()}); err == nil {
+		t.Fatal("a member with only the retired key joined")
+	}
+	// A restart reads the keyring file, not the (now retired) configured key.
+	fresh, _ := startKeyring(t, "fresh", Config{GossipKey: oldKey, KeyringFile: filepath.Join(dir, "b.keyring")})
+	if _, err := fresh.Join([]string{a.GossipAddr()}); err != nil {
+		t.Fatalf("a member restarted on the rotated keyring file: %v", err)
+	}
+}
+
+func TestKeyringErrors(t *testing.T) {
+	clear, _ := start(t, "clear", "us", nil)
+	if _, err := clear.InstallKey(base64.StdEncoding.EncodeToString(key)); !errors.Is(err, ErrNoKeyring) {
+		t.Fatalf("install on an unencrypted pool: %v", err)
+	}
+	enc, _ := start(t, "enc", "us", key)
+	for _, k := range []string{"", "not base64!", base64.StdEncoding.EncodeToString([]byte("short"))} {
+		if _, err := enc.InstallKey(k); !errors.Is(err, ErrInvalidKey) {
+			t.Fatalf("install %q: %v", k, err)
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.keyring")
+	os.WriteFile(bad, []byte(`["x"]`), 0o600)
+	if _, err := Start(Config{NodeName: "x", BindAddr: "127.0.0.1:0", Region: "us", ReplAddr: "127.0.0.1:1", KeyringFile: bad}, nil); err == nil {
+		t.Fatal("a keyring file with a bad key was accepted")
+	}
+}
+
+func readKeyring(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	if err := json.Unmarshal(b, &keys); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return keys
 }

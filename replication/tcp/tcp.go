@@ -8,8 +8,13 @@
 //	payload length bytes (an encoded replication message; opaque here)
 //	mac     32 bytes: HMAC-SHA256(secret, length ‖ payload)
 //
-// The length is checked against MaxFrame before anything is allocated, and a
-// frame whose MAC does not verify closes the connection and is counted. Frames
+// The length is checked against MaxFrame before anything is allocated, and
+// the payload buffer grows with the bytes that actually arrive, so a length
+// header alone costs nothing. A frame whose MAC does not verify closes the
+// connection and is counted. Inbound connections are bounded (MaxConns), and
+// one that has not sent an authenticated frame within HandshakeTimeout is
+// closed; at most MaxUnauthenticated such connections wait at once, so
+// clients without the secret cannot crowd out peers. Frames
 // are not protected against replay: every replication message is idempotent
 // (CRDT merges, monotone acks), so a replayed frame changes nothing.
 //
@@ -70,6 +75,13 @@ type Config struct {
 	WriteTimeout time.Duration
 	// IdleTimeout closes an inbound connection that sends nothing for this long.
 	IdleTimeout time.Duration
+	// HandshakeTimeout closes an inbound connection whose first
+	// authenticated frame has not fully arrived within it.
+	HandshakeTimeout time.Duration
+	// MaxConns bounds inbound connections; MaxUnauthenticated those of them
+	// that have not yet sent an authenticated frame. Connections over
+	// either bound are closed at once and counted.
+	MaxConns, MaxUnauthenticated int
 	// BackoffMin and BackoffMax bound the delay between reconnection attempts
 	// (exponential, with full jitter).
 	BackoffMin, BackoffMax time.Duration
@@ -84,17 +96,22 @@ type Config struct {
 // DefaultConfig returns production settings for a transport on addr.
 func DefaultConfig(addr string, secret []byte) Config {
 	return Config{
-		ListenAddr:      addr,
-		Secret:          secret,
-		MaxFrame:        4 << 20, // several replication batches of 256 KiB fit
-		QueueLen:        1024,
-		DialTimeout:     2 * time.Second,
-		WriteTimeout:    5 * time.Second,
-		IdleTimeout:     2 * time.Minute,
-		BackoffMin:      50 * time.Millisecond,
-		BackoffMax:      5 * time.Second,
-		BreakerFailures: 5,
-		BreakerCooldown: 10 * time.Second,
+		ListenAddr:   addr,
+		Secret:       secret,
+		MaxFrame:     4 << 20, // several replication batches of 256 KiB fit
+		QueueLen:     1024,
+		DialTimeout:  2 * time.Second,
+		WriteTimeout: 5 * time.Second,
+		IdleTimeout:  2 * time.Minute,
+		// A peer sends its first frame (a heartbeat or a delta) as soon as
+		// it connects; 10 s leaves room for a 4 MiB frame on a slow link.
+		HandshakeTimeout:   10 * time.Second,
+		MaxConns:           1024, // peers open one each; room for large clusters
+		MaxUnauthenticated: 64,
+		BackoffMin:         50 * time.Millisecond,
+		BackoffMax:         5 * time.Second,
+		BreakerFailures:    5,
+		BreakerCooldown:    10 * time.Second,
 	}
 }
 
@@ -106,6 +123,10 @@ type Stats struct {
 	DialFailures                  uint64
 	AuthFailures                  uint64 // inbound frames whose MAC did not verify
 	Oversize                      uint64 // inbound frames over MaxFrame
+	// RefusedConns counts inbound connections closed over MaxConns or
+	// MaxUnauthenticated, or for sending no authenticated frame within
+	// HandshakeTimeout.
+	RefusedConns uint64
 }
 
 // Transport sends frames to peers by address and hands received payloads to
@@ -116,15 +137,18 @@ type Transport struct {
 	handler func(payload []byte)
 	log     *slog.Logger
 
-	mu     sync.Mutex // protects peers, conns, closed
-	peers  map[string]*peer
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
-	stop   chan struct{}
+	mu      sync.Mutex // protects peers, conns, inbound, unauth, closed
+	peers   map[string]*peer
+	conns   map[net.Conn]struct{}
+	inbound int // accepted connections open
+	unauth  int // of which not yet authenticated
+	closed  bool
+	wg      sync.WaitGroup
+	stop    chan struct{}
 
 	framesSent, bytesSent, framesRecv, bytesRecv  atomic.Uint64
 	dropped, dialFailures, authFailures, oversize atomic.Uint64
+	refused                                       atomic.Uint64
 }
 
 // Listen starts a transport. handler is called, from the connection's
@@ -136,6 +160,9 @@ func Listen(cfg Config, handler func(payload []byte)) (*Transport, error) {
 	}
 	if cfg.MaxFrame <= 0 || cfg.QueueLen <= 0 || cfg.BreakerFailures <= 0 {
 		return nil, fmt.Errorf("tcp transport: MaxFrame, QueueLen and BreakerFailures must be positive")
+	}
+	if cfg.MaxConns <= 0 || cfg.MaxUnauthenticated <= 0 || cfg.HandshakeTimeout <= 0 || cfg.IdleTimeout <= 0 {
+		return nil, fmt.Errorf("tcp transport: MaxConns, MaxUnauthenticated, HandshakeTimeout and IdleTimeout must be positive")
 	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -163,6 +190,7 @@ func (t *Transport) Stats() Stats {
 		FramesReceived: t.framesRecv.Load(), BytesReceived: t.bytesRecv.Load(),
 		Dropped: t.dropped.Load(), DialFailures: t.dialFailures.Load(),
 		AuthFailures: t.authFailures.Load(), Oversize: t.oversize.Load(),
+		RefusedConns: t.refused.Load(),
 	}
 }
 
@@ -388,21 +416,63 @@ func (t *Transport) accept() {
 			}
 			continue
 		}
-		if !t.track(c) {
+		switch ok, err := t.admit(c); {
+		case err != nil:
 			return
+		case !ok:
+			// Counted, and logged at debug only: a flood must not flood the log too.
+			t.refused.Add(1)
+			t.log.Debug("replication connection refused: too many connections", "remote", c.RemoteAddr().String())
+			c.Close()
+			continue
 		}
 		t.wg.Add(1)
 		go t.readLoop(c)
 	}
 }
 
+// admit tracks an accepted connection if it is within the bounds (ok); err
+// is ErrClosed once the transport closed.
+func (t *Transport) admit(c net.Conn) (ok bool, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.closed:
+		c.Close()
+		return false, ErrClosed
+	case t.inbound >= t.cfg.MaxConns || t.unauth >= t.cfg.MaxUnauthenticated:
+		return false, nil
+	}
+	t.inbound++
+	t.unauth++
+	t.conns[c] = struct{}{}
+	return true, nil
+}
+
+// release forgets an inbound connection.
+func (t *Transport) release(c net.Conn, authenticated bool) {
+	t.mu.Lock()
+	t.inbound--
+	if !authenticated {
+		t.unauth--
+	}
+	t.mu.Unlock()
+	t.untrack(c)
+}
+
 func (t *Transport) readLoop(c net.Conn) {
 	defer t.wg.Done()
-	defer t.untrack(c)
+	authenticated := false
+	defer func() { t.release(c, authenticated) }()
 	r := bufio.NewReaderSize(c, 64<<10)
 	var buf []byte
+	handshake := time.Now().Add(t.cfg.HandshakeTimeout)
 	for {
-		c.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
+		deadline := time.Now().Add(t.cfg.IdleTimeout)
+		if !authenticated {
+			deadline = handshake
+		}
+		c.SetReadDeadline(deadline)
 		payload, err := ReadFrame(r, t.cfg.Secret, t.cfg.MaxFrame, buf)
 		switch {
 		case errors.Is(err, ErrBadMAC):
@@ -413,8 +483,18 @@ func (t *Transport) readLoop(c net.Conn) {
 			t.oversize.Add(1)
 			t.log.Warn("replication frame too large; closing connection", "remote", c.RemoteAddr().String(), "err", err)
 			return
+		case err != nil && !authenticated && isTimeout(err):
+			t.refused.Add(1)
+			t.log.Debug("replication connection sent no authenticated frame in time; closing", "remote", c.RemoteAddr().String(), "timeout", t.cfg.HandshakeTimeout.String())
+			return
 		case err != nil:
 			return // EOF, timeout, reset: the peer reconnects when it has more
+		}
+		if !authenticated {
+			authenticated = true
+			t.mu.Lock()
+			t.unauth--
+			t.mu.Unlock()
 		}
 		t.framesRecv.Add(1)
 		t.bytesRecv.Add(uint64(4 + len(payload) + macSize))
@@ -444,9 +524,21 @@ func AppendFrame(dst, secret, payload []byte) []byte {
 	return mac.Sum(dst)
 }
 
+// isTimeout reports whether err is a deadline passing.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// readChunk is the most a frame's buffer grows by before the bytes to fill
+// it have arrived.
+const readChunk = 64 << 10
+
 // ReadFrame reads one frame from r, checks its length against maxFrame before
 // allocating, verifies its MAC, and returns the payload (reusing buf's
-// storage when large enough).
+// storage when large enough). A buffer it must allocate grows with the bytes
+// read, at most doubling per step, so a frame that announces a large length
+// and then trickles (or stops) costs memory in proportion to what it sent.
 func ReadFrame(r io.Reader, secret []byte, maxFrame int, buf []byte) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -456,12 +548,27 @@ func ReadFrame(r io.Reader, secret []byte, maxFrame int, buf []byte) ([]byte, er
 	if uint64(n) > uint64(maxFrame) {
 		return nil, fmt.Errorf("frame of %d bytes, limit %d: %w", n, maxFrame, ErrFrameTooLarge)
 	}
-	if cap(buf) < int(n)+macSize {
-		buf = make([]byte, int(n)+macSize)
-	}
-	buf = buf[:int(n)+macSize]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, fmt.Errorf("read frame body: %w", err)
+	need := int(n) + macSize
+	if cap(buf) >= need {
+		buf = buf[:need]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, fmt.Errorf("read frame body: %w", err)
+		}
+	} else {
+		buf = buf[:0]
+		for len(buf) < need {
+			step := min(need-len(buf), max(len(buf), readChunk))
+			if cap(buf)-len(buf) < step {
+				grown := make([]byte, len(buf), len(buf)+step)
+				copy(grown, buf)
+				buf = grown
+			}
+			got, err := io.ReadFull(r, buf[len(buf):len(buf)+step])
+			buf = buf[:len(buf)+got]
+			if err != nil {
+				return nil, fmt.Errorf("read frame body: %w", err)
+			}
+		}
 	}
 	payload, got := buf[:n], buf[n:]
 	mac := hmac.New(sha256.New, secret)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -146,7 +148,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0, 0, 0, 5, 'a'})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := ReadFrame(bytes.NewReader(b), secret, 1<<16, nil)
+		p, err := ReadFrame(bytes.NewReader(b), secret, 1<<20, nil)
 		if err != nil {
 			return
 		}
@@ -181,4 +183,110 @@ func TestResetClosesCircuit(t *testing.T) {
 			return false
 		}
 	})
+}
+
+// closedByPeer waits until the server side closes c (a read returns EOF or
+// a reset), failing after a generous deadline.
+func closedByPeer(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var b [1]byte
+	_, err := c.Read(b[:])
+	if err == nil || isTimeout(err) {
+		t.Fatalf("connection still open (read: %v)", err)
+	}
+}
+
+func TestSilentConnectionClosedAfterHandshakeTimeout(t *testing.T) {
+	cfg := testConfig(secret)
+	cfg.HandshakeTimeout = 200 * time.Millisecond
+	b, got := listen(t, cfg)
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A slowloris: the header of a frame, then nothing.
+	c.Write([]byte{0, 0, 1, 0})
+	closedByPeer(t, c)
+	eventually(t, "refused connection counted", func() bool { return b.Stats().RefusedConns == 1 })
+
+	// A peer with the secret still gets through, and stays connected past
+	// the handshake timeout.
+	a, _ := listen(t, testConfig(secret))
+	a.Send(b.Addr(), []byte("one"))
+	<-got
+	time.Sleep(3 * cfg.HandshakeTimeout) // let a wrongly applied handshake deadline fire
+	a.Send(b.Addr(), []byte("two"))
+	select {
+	case p := <-got:
+		if string(p) != "two" {
+			t.Fatalf("got %q", p)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("an authenticated connection was cut by the handshake timeout")
+	}
+	if s := b.Stats(); s.RefusedConns != 1 || s.FramesReceived != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestUnauthenticatedConnectionsBounded(t *testing.T) {
+	cfg := testConfig(secret)
+	cfg.MaxUnauthenticated = 2
+	cfg.HandshakeTimeout = time.Hour
+	b, got := listen(t, cfg)
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	extra, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	closedByPeer(t, extra)
+	eventually(t, "refused connection counted", func() bool { return b.Stats().RefusedConns >= 1 })
+
+	// Once a slot frees, a real peer connects and delivers.
+	held[0].Close()
+	a, _ := listen(t, testConfig(secret))
+	eventually(t, "frame delivered once a slot is free", func() bool {
+		a.Send(b.Addr(), []byte("hello"))
+		select {
+		case <-got:
+			return true
+		case <-time.After(20 * time.Millisecond):
+			return false
+		}
+	})
+}
+
+func TestTrickledFrameCostsWhatItSent(t *testing.T) {
+	// A frame announcing 4 MiB that delivers 1,000 bytes and stops.
+	hdr := binary.BigEndian.AppendUint32(nil, 4<<20-1)
+	in := append(hdr, make([]byte, 1000)...)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		if _, err := ReadFrame(bytes.NewReader(in), secret, 4<<20, nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("truncated frame: %v", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / 10; per > 256<<10 {
+		t.Fatalf("a truncated frame of 1,000 bytes allocated %d bytes", per)
+	}
+	// A whole frame of that size still reads.
+	big := bytes.Repeat([]byte{1}, 4<<20-1)
+	p, err := ReadFrame(bytes.NewReader(AppendFrame(nil, secret, big)), secret, 4<<20, nil)
+	if err != nil || !bytes.Equal(p, big) {
+		t.Fatalf("4 MiB frame: %v", err)
+	}
 }

@@ -1,0 +1,149 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tallyhq/tally/region"
+)
+
+// The decoders below read request bodies, which are untrusted bytes. Each
+// bounds what it allocates by the body it is given (itself bounded by
+// readJSONBody) and answers bad input with an *apiError or *region.InputError
+// carrying a stable code, never a panic. FuzzDecodeViewBody and
+// FuzzDecodeEventsBody hold them to that.
+
+// readJSONBody checks the content type and reads at most limit bytes.
+func readJSONBody(c echo.Context, limit int64) ([]byte, error) {
+	req := c.Request()
+	ct := req.Header.Get(echo.HeaderContentType)
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return nil, errf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type %q: want application/json", ct)
+	}
+	if req.ContentLength > limit {
+		return nil, errf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body of %d bytes; at most %d allowed", req.ContentLength, limit)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, limit))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, errf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body larger than %d bytes", limit)
+	case err != nil:
+		return nil, errf(http.StatusBadRequest, CodeMalformedJSON, "read body: %v", err)
+	}
+	return body, nil
+}
+
+// decodeViewBody decodes the body of POST /videos/{id}/views: the user (not
+// yet validated: the node does that) and the client's timestamp in unix ms (0
+// if it sent none).
+func decodeViewBody(body []byte) (user string, clientMs int64, err error) {
+	var req viewRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return "", 0, err
+	}
+	if req.UserID == nil {
+		return "", 0, &region.InputError{Code: region.CodeInvalidUserID, Message: "userId is missing"}
+	}
+	ts, err := parseTimestamp(req.Timestamp)
+	if err != nil {
+		return "", 0, err
+	}
+	return *req.UserID, ts, nil
+}
+
+// decodeEventsBody decodes the body of POST /v1/events: a JSON array of at
+// most MaxBatchEvents events. It decodes one element at a time and stops at
+// the first one over the limit, so a body of tiny elements ("[{},{},...]")
+// cannot make it allocate far more than its own size.
+func decodeEventsBody(body []byte) ([]batchEvent, error) {
+	malformed := func(err error) error {
+		return errf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON body: %v", err)
+	}
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '[' {
+		return nil, errf(http.StatusBadRequest, CodeMalformedJSON, "body must be a JSON array of events")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if _, err := dec.Token(); err != nil { // the '[' checked above
+		return nil, malformed(err)
+	}
+	events := []batchEvent{}
+	for dec.More() {
+		if len(events) == MaxBatchEvents {
+			return nil, errf(http.StatusRequestEntityTooLarge, CodeTooManyEvents, "more than %d events in one batch; at most %d allowed", MaxBatchEvents, MaxBatchEvents)
+		}
+		var ev batchEvent
+		if err := dec.Decode(&ev); err != nil {
+			return nil, malformed(err)
+		}
+		events = append(events, ev)
+	}
+	if _, err := dec.Token(); err != nil { // the closing ']'
+		return nil, malformed(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON body: data after the JSON value")
+	}
+	return events, nil
+}
+
+// decodeStrict decodes exactly one JSON value from body into v.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return errf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON body: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON body: data after the JSON value")
+	}
+	return nil
+}
+
+// parseTimestamp accepts unix milliseconds (a JSON integer) or an RFC 3339
+// string; absent or null gives 0 (use the server's clock).
+func parseTimestamp(raw json.RawMessage) (int64, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	bad := func(why string) error {
+		return &region.InputError{Code: region.CodeInvalidTimestamp, Message: "timestamp " + why + `: want unix milliseconds (e.g. 1732250000000) or an RFC 3339 string (e.g. "2026-11-22T05:00:00Z")`}
+	}
+	var ms int64
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, bad("is not a valid string")
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return 0, bad(strconv.Quote(s) + " is not RFC 3339")
+		}
+		ms = t.UnixMilli()
+	} else {
+		v, err := strconv.ParseInt(string(raw), 10, 64)
+		if err != nil {
+			if len(raw) > 40 {
+				return 0, bad("is not an integer")
+			}
+			return 0, bad(string(raw) + " is not an integer")
+		}
+		ms = v
+	}
+	if ms <= 0 {
+		return 0, bad("must be after 1970-01-01")
+	}
+	return ms, nil
+}

@@ -103,6 +103,8 @@ type clusterCollector struct {
 	lag, regionLag, behind, inflight *prometheus.Desc
 	sent, bytes, received, repairs   *prometheus.Desc
 	sendErrors                       *prometheus.Desc
+	peerSendErrors, recvBytes        *prometheus.Desc
+	recvRefused                      *prometheus.Desc
 }
 
 func newClusterCollector(n *region.Node) *clusterCollector {
@@ -118,12 +120,17 @@ func newClusterCollector(n *region.Node) *clusterCollector {
 		received:   prometheus.NewDesc("tally_replication_messages_received_total", "Replication messages received from each peer.", peer, nil),
 		repairs:    prometheus.NewDesc("tally_replication_repairs_total", "Digest repairs completed with each peer.", peer, nil),
 		sendErrors: prometheus.NewDesc("tally_replication_send_errors_total", "Messages the transport refused (queue full, circuit open).", nil, nil),
+		peerSendErrors: prometheus.NewDesc("tally_replication_peer_send_errors_total",
+			"Messages to each peer the transport refused (queue full, circuit open).", peer, nil),
+		recvBytes: prometheus.NewDesc("tally_replication_bytes_received_total", "Encoded bytes received from each peer.", peer, nil),
+		recvRefused: prometheus.NewDesc("tally_replication_messages_refused_total",
+			"Messages from each peer the engine refused (stale epoch, misrouted, malformed).", peer, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lag, c.regionLag, c.behind, c.inflight, c.sent, c.bytes, c.received, c.repairs, c.sendErrors} {
+	for _, d := range []*prometheus.Desc{c.lag, c.regionLag, c.behind, c.inflight, c.sent, c.bytes, c.received, c.repairs, c.sendErrors, c.peerSendErrors, c.recvBytes, c.recvRefused} {
 		ch <- d
 	}
 }
@@ -143,6 +150,9 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(p.BytesSent), l...)
 		ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(p.MessagesReceived), l...)
 		ch <- prometheus.MustNewConstMetric(c.repairs, prometheus.CounterValue, float64(p.Repairs), l...)
+		ch <- prometheus.MustNewConstMetric(c.peerSendErrors, prometheus.CounterValue, float64(p.SendErrors), l...)
+		ch <- prometheus.MustNewConstMetric(c.recvBytes, prometheus.CounterValue, float64(p.RecvBytes), l...)
+		ch <- prometheus.MustNewConstMetric(c.recvRefused, prometheus.CounterValue, float64(p.RecvRefused), l...)
 	}
 	for _, r := range cs.Regions {
 		ch <- prometheus.MustNewConstMetric(c.regionLag, prometheus.GaugeValue, r.LagSeconds, r.Region)

@@ -136,12 +136,9 @@ func ClaimMutation(k ClaimKey, c crdt.Claims, ttl time.Duration) (Mutation, erro
 	return Mutation{Key: claimKeyBytes(k), Value: v, TTL: ttl}, nil
 }
 
-// decodeClaims reads a stored claim set. Version 1 of the schema stored one
-// claim as replica(u64 BE) ingestMs(u64 BE); it is read as that claim alone.
+// decodeClaims reads a stored claim set (format 1 values are migrated at
+// open, see migrateClaimsV1).
 func decodeClaims(v []byte) (crdt.Claims, error) {
-	if len(v) == 16 {
-		return crdt.NewClaims(crdt.ReplicaID(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))), nil
-	}
 	var st crdt.PNCounter
 	if err := st.UnmarshalBinary(v); err != nil {
 		return crdt.Claims{}, fmt.Errorf("%w: claims: %v", ErrCorrupt, err)
@@ -299,4 +296,52 @@ func decodeEvent(v []byte, ev *Event) error {
 		return fmt.Errorf("%w: event: %v", ErrCorrupt, err)
 	}
 	return nil
+}
+
+// migrateClaimsV1 rewrites the claims of a format-1 directory, stored as one
+// claim of 16 bytes (replica, ingest ms; both u64 BE), as claim sets, keeping
+// their expiry. Values of other sizes are left for decodeClaims to judge.
+func (s *Store) migrateClaimsV1() error {
+	type rewrite struct {
+		key, value []byte
+		expiresAt  uint64
+	}
+	var rws []rewrite
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixClaim}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != 16 {
+				continue
+			}
+			c := crdt.NewClaims(crdt.ReplicaID(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:])))
+			nv, err := c.State().MarshalBinary()
+			if err != nil {
+				return err
+			}
+			rws = append(rws, rewrite{item.KeyCopy(nil), nv, item.ExpiresAt()})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migrate format-1 claims: %w", err)
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, rw := range rws {
+		e := badger.NewEntry(rw.key, rw.value)
+		e.ExpiresAt = rw.expiresAt
+		if err := wb.SetEntry(e); err != nil {
+			return fmt.Errorf("migrate format-1 claims: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("migrate format-1 claims: %w", err)
+	}
+	return s.Sync()
 }

@@ -248,15 +248,28 @@ func TestClaimRoundTrip(t *testing.T) {
 }
 
 // TestClaimFormat1 reads a claim as format 1 stored it: replica, ingest ms.
+// TestClaimFormat1 opens a directory as format 1 left it, a claim being
+// replica(u64 BE) ingestMs(u64 BE): Open migrates it to a claim set, keeping
+// its expiry, and marks the directory with the current format.
 func TestClaimFormat1(t *testing.T) {
-	s := memStore(t)
+	dir := t.TempDir()
+	s, closeStore := openStore(t, dir)
 	k := ClaimKey{Video: "v", User: "u", Window: 9}
 	v := binary.BigEndian.AppendUint64(nil, 42)
 	v = binary.BigEndian.AppendUint64(v, 1234)
-	write(t, s, Mutation{Key: claimKeyBytes(k), Value: v})
+	write(t, s, Mutation{Key: claimKeyBytes(k), Value: v, TTL: time.Hour},
+		Mutation{Key: metaFormat, Value: binary.BigEndian.AppendUint64(nil, 1)})
+	closeStore()
+
+	before := time.Now()
+	s, _ = openStore(t, dir)
 	got, ok, err := s.Claim(k)
 	if err != nil || !ok || !got.Equal(crdt.NewClaims(42, 1234)) {
 		t.Fatalf("format-1 claim read as %v, %v, %v", got, ok, err)
+	}
+	checkExpiry(t, s, claimKeyBytes(k), time.Hour, before.Add(-time.Minute), time.Now())
+	if f, _, _ := s.getUint64(metaFormat); f != formatVersion {
+		t.Errorf("format after the migration: %d, want %d", f, formatVersion)
 	}
 }
 

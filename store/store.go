@@ -15,7 +15,7 @@ import (
 
 // formatVersion is the on-disk schema version this code writes and reads.
 // Version 2 stores claim sets (crdt.Claims) where version 1 stored one claim;
-// version 1 directories are read and upgraded in place.
+// version 1 directories are migrated in place at open.
 const formatVersion = 2
 
 // Options configures a Store.
@@ -128,6 +128,11 @@ func (s *Store) checkFormat() error {
 	}
 	if ok && v > formatVersion {
 		return fmt.Errorf("data directory has format %d, this tally reads up to %d", v, formatVersion)
+	}
+	if ok && v == 1 {
+		if err := s.migrateClaimsV1(); err != nil {
+			return err
+		}
 	}
 	if !ok || v < formatVersion {
 		return s.setSync(metaFormat, binary.BigEndian.AppendUint64(nil, formatVersion))

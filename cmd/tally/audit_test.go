@@ -190,21 +190,11 @@ func TestAuditCluster(t *testing.T) {
 		t.Skipf("less than 10 minutes to UTC midnight (%s); the test would straddle a dedup window", now.Format(time.TimeOnly))
 	}
 	bin := buildTally(t)
-	logs := &lockedBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c, err := startCluster(ctx, clusterSpec{
-		Exe: bin, Dir: t.TempDir(), Regions: 2, Nodes: 1, Log: logs,
+	c := launchCluster(t, ctx, clusterSpec{
+		Exe: bin, Dir: t.TempDir(), Regions: 2, Nodes: 1,
 		Extra: []string{"--user-rate", "1", "--user-burst", "5", "--sync-interval", "50ms"},
-	})
-	if err != nil {
-		t.Fatalf("start cluster: %v\n%s", err, logs)
-	}
-	t.Cleanup(func() {
-		c.Stop(10 * time.Second) // only the processes startCluster started
-		if t.Failed() {
-			t.Logf("node logs:\n%s", logs)
-		}
 	})
 	client := &http.Client{Timeout: 30 * time.Second}
 	defer client.CloseIdleConnections()

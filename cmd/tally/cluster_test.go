@@ -184,6 +184,26 @@ type testCluster struct {
 	log   *lockedBuffer    // every node's stderr, prefixed with its name
 }
 
+// launchCluster starts a cluster for a test and stops it when the test
+// ends, showing the node logs if the test failed. Cleanups run last-registered first: one the test adds
+// later runs before the nodes stop.
+func launchCluster(t *testing.T, ctx context.Context, spec clusterSpec) *localCluster {
+	t.Helper()
+	logs := &lockedBuffer{}
+	spec.Log = logs
+	c, err := startCluster(ctx, spec)
+	if err != nil {
+		t.Fatalf("start cluster: %v\nnode logs:\n%s", err, logs)
+	}
+	t.Cleanup(func() {
+		c.Stop(10 * time.Second) // only the processes startCluster started
+		if t.Failed() {
+			t.Logf("node logs:\n%s", logs)
+		}
+	})
+	return c
+}
+
 // clusterClient is the test's handle on one node.
 type clusterClient struct {
 	n       *clusterNode

@@ -89,24 +89,16 @@ func TestDashboardInChromium(t *testing.T) {
 		shots = t.TempDir()
 	}
 	bin := buildTally(t)
-	logs := &lockedBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := startCluster(ctx, clusterSpec{
-		Exe: bin, Dir: t.TempDir(), Regions: 3, Nodes: 1, Log: logs,
+	c := launchCluster(t, ctx, clusterSpec{
+		Exe: bin, Dir: t.TempDir(), Regions: 3, Nodes: 1,
 		Extra: []string{"--sync-interval", "50ms", "--in-memory"},
 	})
-	if err != nil {
-		t.Fatalf("start cluster: %v\nnode logs:\n%s", err, logs)
-	}
 	us, eu, ap := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	t.Cleanup(func() {
 		if pid := ap.Pid(); pid > 0 {
 			syscall.Kill(pid, syscall.SIGCONT) // a stopped process cannot stop cleanly
-		}
-		c.Stop(10 * time.Second)
-		if t.Failed() {
-			t.Logf("node logs:\n%s", logs)
 		}
 	})
 	client := &http.Client{Timeout: 10 * time.Second}

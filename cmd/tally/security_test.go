@@ -33,21 +33,11 @@ import (
 // rejected and counted in the others' metrics.
 func TestNodeWithoutSecretStaysOffTheDataPath(t *testing.T) {
 	bin := buildTally(t)
-	logs := &lockedBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := startCluster(ctx, clusterSpec{
-		Exe: bin, Dir: t.TempDir(), Regions: 2, Nodes: 1, Log: logs,
+	c := launchCluster(t, ctx, clusterSpec{
+		Exe: bin, Dir: t.TempDir(), Regions: 2, Nodes: 1,
 		Extra: []string{"--sync-interval", "50ms"},
-	})
-	if err != nil {
-		t.Fatalf("start cluster: %v\n%s", err, logs)
-	}
-	t.Cleanup(func() {
-		c.Stop(10 * time.Second) // only the processes startCluster started
-		if t.Failed() {
-			t.Logf("node logs:\n%s", logs)
-		}
 	})
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
@@ -55,6 +45,7 @@ func TestNodeWithoutSecretStaysOffTheDataPath(t *testing.T) {
 	// The intruder: right gossip key, wrong cluster secret.
 	ports := make([]string, 3)
 	for i := range ports {
+		var err error
 		if ports[i], err = freePort(); err != nil {
 			t.Fatal(err)
 		}

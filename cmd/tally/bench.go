@@ -693,7 +693,10 @@ func benchRepair(ctx context.Context, exe string, rc benchRepairConfig, stdout, 
 	res.DownFor = time.Since(stopped)
 	progress("restarting %s after %.1fs down", victim.Name, res.DownFor.Seconds())
 	restart := time.Now()
-	if err := c.Start(ctx, victim); err != nil {
+	// launch, not Start: /readyz turns 200 only once the node has synced
+	// with a peer, which after a long partition is most of the repair; the
+	// wait below is bounded by --timeout instead of Start's minute.
+	if err := c.launch(ctx, victim); err != nil {
 		return res, fmt.Errorf("restart %s: %w", victim.Name, err)
 	}
 	fmt.Fprintf(stdout, "  restarted %s http://%s  (pid %d)\n", victim.Name, victim.HTTP, victim.Pid())
@@ -701,7 +704,7 @@ func benchRepair(ctx context.Context, exe string, rc benchRepairConfig, stdout, 
 		code, _, err := cl.get(ctx, base(victim)+"/readyz")
 		return err == nil && code == http.StatusOK, err
 	}
-	if err := benchWait(ctx, time.Minute, 5*time.Millisecond, ready); err != nil {
+	if err := benchWait(ctx, rc.Timeout, 5*time.Millisecond, ready); err != nil {
 		return res, fmt.Errorf("%s not ready: %w", victim.Name, err)
 	}
 	readyAt := time.Now()

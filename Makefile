@@ -3,7 +3,7 @@ GO ?= go
 HTTP ?= :8080
 DATA ?= ./data
 
-.PHONY: run build test vet test-deps test-dashboard bench bench-go bench-cluster bench-compare bench-profile fuzz sim sim-swarm clean
+.PHONY: run build test vet test-deps test-dashboard bench bench-go bench-cluster fuzz sim sim-swarm clean
 
 ## run: one node on embedded Badger, HTTP on :8080, data in ./data
 run:
@@ -43,23 +43,6 @@ bench-cluster:
 
 bench-go:
 	$(GO) test -run=NONE -bench=. -benchmem -benchtime=1s ./crdt/ ./region/
-
-## bench-compare: tally against the seeds' Redis design (redis-server with appendfsync always and the
-## SISMEMBER/INCR/SADD Lua script by EVALSHA; installed with apt-get if missing) and a bare echo server,
-## same generator, connections and mixes; then 1M distinct videos on one node (BENCH_SCALE_KEYS)
-bench-compare:
-	bash scripts/bench-compare.sh
-
-## bench-profile: CPU and allocation profiles of the HTTP ingest and read paths (durable node in process)
-## and of the in-process batch path, in /tmp/tally-prof; prints the top costs
-PROF ?= /tmp/tally-prof
-bench-profile:
-	mkdir -p $(PROF)
-	$(GO) test -run=NONE -bench='HTTPViewDurable' -benchtime=50000x -benchmem -cpuprofile $(PROF)/view.cpu -memprofile $(PROF)/view.mem -o $(PROF)/tally.test ./cmd/tally/
-	$(GO) test -run=NONE -bench='HTTPGet' -benchtime=200000x -benchmem -cpuprofile $(PROF)/get.cpu -memprofile $(PROF)/get.mem -o $(PROF)/tally.test ./cmd/tally/
-	$(GO) test -run=NONE -bench='HTTPBatch' -benchtime=300x -benchmem -cpuprofile $(PROF)/batch.cpu -memprofile $(PROF)/batch.mem -o $(PROF)/tally.test ./cmd/tally/
-	$(GO) test -run=NONE -bench='RecordViewsBatch' -benchtime=3s -benchmem -cpuprofile $(PROF)/region-batch.cpu -o $(PROF)/region.test ./region/
-	for p in view get batch; do echo "== $$p: top CPU"; $(GO) tool pprof -top -nodecount=25 $(PROF)/tally.test $(PROF)/$$p.cpu | tail -n +6; done
 
 ## drill: failover drills on a local 3 regions x 2 nodes cluster under load (kill -9 the nearest region,
 ## partition and heal with network namespaces (root only; skipped otherwise), rolling restart)

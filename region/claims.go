@@ -1,7 +1,9 @@
 package region
 
 import (
+	"cmp"
 	"hash/maphash"
+	"slices"
 	"sync"
 
 	"github.com/tallyhq/tally/crdt"
@@ -72,18 +74,13 @@ func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs 
 	id := claimID{k.Video, k.User}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.windows[k.Window]
-	if _, ok := m[id]; ok {
+	if _, ok := s.windows[k.Window][id]; ok {
 		if ch, ok := s.unsynced[k]; ok {
 			return false, ch
 		}
 		return false, nil
 	}
-	if m == nil {
-		m = make(map[claimID]crdt.Claims)
-		s.windows[k.Window] = m
-	}
-	m[id] = crdt.NewClaims(self, ingestMs)
+	s.putLocked(k.Window, id, crdt.NewClaims(self, ingestMs))
 	s.unsynced[k] = make(chan struct{})
 	t.enqueue(k)
 	return true, nil
@@ -105,8 +102,7 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID)
 	id := claimID{k.Video, k.User}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.windows[k.Window]
-	cur, ok := m[id]
+	cur, ok := s.windows[k.Window][id]
 	if ok {
 		cur = cur.Clone() // readers may hold the old value's slots
 	}
@@ -118,11 +114,7 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID)
 	if !r.changed {
 		return r
 	}
-	if m == nil {
-		m = make(map[claimID]crdt.Claims)
-		s.windows[k.Window] = m
-	}
-	m[id] = cur
+	s.putLocked(k.Window, id, cur)
 	r.adopted = cur.Equal(c)
 	t.enqueue(k)
 	return r
@@ -132,13 +124,38 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID)
 func (t *claimTable) load(k store.ClaimKey, c crdt.Claims) {
 	s := t.shard(k)
 	s.mu.Lock()
-	m := s.windows[k.Window]
+	s.putLocked(k.Window, claimID{k.Video, k.User}, c)
+	s.mu.Unlock()
+}
+
+// putLocked stores c as the claim set of id in window w. Callers hold s.mu.
+func (s *claimShard) putLocked(w uint64, id claimID, c crdt.Claims) {
+	m := s.windows[w]
 	if m == nil {
 		m = make(map[claimID]crdt.Claims)
-		s.windows[k.Window] = m
+		s.windows[w] = m
 	}
-	m[claimID{k.Video, k.User}] = c
-	s.mu.Unlock()
+	m[id] = c
+}
+
+// keys returns the key of every claim set in memory, sorted (a deterministic
+// order for the replication engine).
+func (t *claimTable) keys() []store.ClaimKey {
+	var out []store.ClaimKey
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for w, m := range s.windows {
+			for id := range m {
+				out = append(out, store.ClaimKey{Video: id.video, User: id.user, Window: w})
+			}
+		}
+		s.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b store.ClaimKey) int {
+		return cmp.Or(cmp.Compare(a.Video, b.Video), cmp.Compare(a.User, b.User), cmp.Compare(a.Window, b.Window))
+	})
+	return out
 }
 
 // get returns k's claim set, if it has one.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/replication"
-	"github.com/tallyhq/tally/store"
 )
 
 // Transport delivers encoded replication messages to a peer's replication
@@ -141,15 +140,9 @@ func (n *Node) EnableReplication(rc ReplicationConfig) error {
 	if err != nil {
 		return fmt.Errorf("enable replication: load counters: %w", err)
 	}
-	nowMs := n.now().UnixMilli()
-	err = n.store.ForEachClaim(func(k store.ClaimKey, _ crdt.Claims) error {
-		if n.claims.expiryMs(k.Window) > nowMs {
-			keys = append(keys, k.Key())
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("enable replication: load claims: %w", err)
+	// Open loaded every live claim set into memory: no second pass over Badger.
+	for _, k := range n.claims.keys() {
+		keys = append(keys, k.Key())
 	}
 	r := &replicator{
 		engine: eng, transport: rc.Transport, peers: make(map[replication.NodeID]Peer), echoes: make(map[crdt.Key]echo),

@@ -7,10 +7,14 @@ import (
 	"strings"
 )
 
-// ClaimKey names a dedup claim: one user's view of one video in one window
-// (ingest unix ms / window length, on the ingesting node's clock).
+// ClaimKey names a claim: one user's view of one video in one window (ingest
+// unix ms / window length, on the ingesting node's clock). Event is empty for
+// views, so that view claims keep the names they had before other event types
+// existed; for another deduplicated event type it names the type, and for
+// likes (Event "like") Window is the number of the like/unlike transition.
 type ClaimKey struct {
 	Video  string
+	Event  string
 	User   string
 	Window uint64
 }
@@ -23,10 +27,33 @@ const (
 	claimSep    = '@'
 )
 
+// claimEventSep separates the event type from the user in a claim of an event
+// other than a view; IDs cannot contain it.
+const claimEventSep = '/'
+
 // Key is the name under which the claim set of k replicates alongside the
-// counters: Video is k.Video and Event is "!" + user + "@" + window.
+// counters: Video is k.Video and Event is "!" + user + "@" + window for a
+// view, "!" + event + "/" + user + "@" + window for other event types.
 func (k ClaimKey) Key() Key {
-	return Key{Video: k.Video, Event: string(claimPrefix) + k.User + string(claimSep) + strconv.FormatUint(k.Window, 10)}
+	return Key{Video: k.Video, Event: string(claimPrefix) + k.Subject() + string(claimSep) + strconv.FormatUint(k.Window, 10)}
+}
+
+// Subject is the user, prefixed with "event/" for an event type other than
+// a view: the part of the claim's name (and of its store key) between the
+// video and the window.
+func (k ClaimKey) Subject() string {
+	if k.Event == "" {
+		return k.User
+	}
+	return k.Event + string(claimEventSep) + k.User
+}
+
+// SplitSubject is the inverse of Subject.
+func SplitSubject(s string) (event, user string) {
+	if i := strings.IndexByte(s, claimEventSep); i >= 0 {
+		return s[:i], s[i+1:]
+	}
+	return "", s
 }
 
 // IsClaim reports whether k names a claim set rather than a counter.
@@ -46,7 +73,11 @@ func ParseClaimKey(k Key) (ck ClaimKey, ok bool) {
 	if err != nil {
 		return ClaimKey{}, false
 	}
-	return ClaimKey{Video: k.Video, User: k.Event[1:i], Window: w}, true
+	ev, user := SplitSubject(k.Event[1:i])
+	if user == "" || strings.IndexByte(user, claimEventSep) >= 0 {
+		return ClaimKey{}, false
+	}
+	return ClaimKey{Video: k.Video, Event: ev, User: user, Window: w}, true
 }
 
 // Stages of a replica's claim, kept in its slot's Count (so merge, by max,
@@ -122,6 +153,9 @@ func (c Claims) Winner() (r ReplicaID, ingestMs int64, ok bool) {
 	}
 	return r, ingestMs, c.g.Len() > 0
 }
+
+// IngestMs returns the ingest time of r's claim (0 if r has none).
+func (c Claims) IngestMs(r ReplicaID) int64 { return c.g.Get(r).Updated }
 
 // Stage returns r's stage: 0 if r has no claim.
 func (c Claims) Stage(r ReplicaID) uint64 { return c.g.Get(r).Count }

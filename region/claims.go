@@ -40,7 +40,8 @@ type claimShard struct {
 	unsynced map[store.ClaimKey]chan struct{}
 }
 
-type claimID struct{ video, user string }
+// claimID names a claim set within a window: Event is empty for views.
+type claimID struct{ video, event, user string }
 
 func newClaimTable(windowMs, lagMs int64) *claimTable {
 	t := &claimTable{seed: maphash.MakeSeed(), windowMs: windowMs, lagMs: lagMs}
@@ -71,7 +72,7 @@ func (t *claimTable) shard(k store.ClaimKey) *claimShard {
 // Callers hold the admission gate.
 func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64) (won bool, synced <-chan struct{}) {
 	s := t.shard(k)
-	id := claimID{k.Video, k.User}
+	id := claimID{k.Video, k.Event, k.User}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.windows[k.Window][id]; ok {
@@ -89,8 +90,9 @@ func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs 
 // mergeResult is what merging a remote claim set did.
 type mergeResult struct {
 	changed    bool // the local claim set changed (and was queued)
-	compensate bool // self lost: add 1 to its N slot of the counter, in this batch
-	adopted    bool // the local set now equals the remote one (no echo back)
+	compensate bool  // self lost: add 1 to its N slot of the counter, in this batch
+	adopted    bool  // the local set now equals the remote one (no echo back)
+	ingestMs   int64 // when compensating: self's claim's ingest time
 }
 
 // merge folds the claim set c received from a peer into k's and applies the
@@ -99,7 +101,7 @@ type mergeResult struct {
 // while still holding the admission gate. Callers hold the gate.
 func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID) mergeResult {
 	s := t.shard(k)
-	id := claimID{k.Video, k.User}
+	id := claimID{k.Video, k.Event, k.User}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, ok := s.windows[k.Window][id]
@@ -110,6 +112,7 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID)
 	r.changed = cur.Merge(c)
 	if cur.Compensate(self) {
 		r.changed, r.compensate = true, true
+		r.ingestMs = cur.IngestMs(self)
 	}
 	if !r.changed {
 		return r
@@ -124,7 +127,7 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID)
 func (t *claimTable) load(k store.ClaimKey, c crdt.Claims) {
 	s := t.shard(k)
 	s.mu.Lock()
-	s.putLocked(k.Window, claimID{k.Video, k.User}, c)
+	s.putLocked(k.Window, claimID{k.Video, k.Event, k.User}, c)
 	s.mu.Unlock()
 }
 
@@ -147,13 +150,13 @@ func (t *claimTable) keys() []store.ClaimKey {
 		s.mu.Lock()
 		for w, m := range s.windows {
 			for id := range m {
-				out = append(out, store.ClaimKey{Video: id.video, User: id.user, Window: w})
+				out = append(out, store.ClaimKey{Video: id.video, Event: id.event, User: id.user, Window: w})
 			}
 		}
 		s.mu.Unlock()
 	}
 	slices.SortFunc(out, func(a, b store.ClaimKey) int {
-		return cmp.Or(cmp.Compare(a.Video, b.Video), cmp.Compare(a.User, b.User), cmp.Compare(a.Window, b.Window))
+		return cmp.Or(cmp.Compare(a.Video, b.Video), cmp.Compare(a.Event, b.Event), cmp.Compare(a.User, b.User), cmp.Compare(a.Window, b.Window))
 	})
 	return out
 }
@@ -163,7 +166,7 @@ func (t *claimTable) get(k store.ClaimKey) (crdt.Claims, bool) {
 	s := t.shard(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.windows[k.Window][claimID{k.Video, k.User}]
+	c, ok := s.windows[k.Window][claimID{k.Video, k.Event, k.User}]
 	return c, ok
 }
 

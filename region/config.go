@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
 )
 
@@ -62,6 +63,17 @@ type Config struct {
 	// MaxPending bounds the writes waiting for the next group commit; beyond
 	// it ingest fails with ErrOverloaded (HTTP 503) instead of growing memory.
 	MaxPending int
+	// EventTypes lists the event types the node counts besides "view" and
+	// "like" (which it always counts), e.g. "share". Every type is counted
+	// once per user, video and DedupWindow, like views; likes instead follow
+	// the like/unlike rules (see likes.go).
+	EventTypes []string
+	// Retention is how long time buckets of each resolution are kept: by
+	// default minute buckets 7 days, hour buckets 1 year, day buckets
+	// forever (0).
+	Retention Retention
+	// TopWindows are the windows GET /v1/top serves (DefaultTopWindows if nil).
+	TopWindows []TopWindow
 	// Logger receives the node's structured logs. Nil discards them.
 	Logger *slog.Logger
 	// Clock returns the current time. Nil means time.Now; the simulator sets it.
@@ -81,6 +93,31 @@ type Config struct {
 	ManualCommit bool
 }
 
+// Retention is how long the time buckets of each resolution are kept; 0 keeps
+// them forever.
+type Retention struct {
+	Minute, Hour, Day time.Duration
+}
+
+// Of returns the retention of resolution r.
+func (r Retention) Of(res crdt.Resolution) time.Duration {
+	switch res {
+	case crdt.Minute:
+		return r.Minute
+	case crdt.Hour:
+		return r.Hour
+	default:
+		return r.Day
+	}
+}
+
+// DefaultRetention keeps minute buckets 7 days, hour buckets a year (365
+// days) and day buckets forever, as the seeds' downsampling asks.
+var DefaultRetention = Retention{Minute: 7 * 24 * time.Hour, Hour: 365 * 24 * time.Hour}
+
+// DefaultEventTypes are the event types counted besides views and likes.
+var DefaultEventTypes = []string{"share"}
+
 // DefaultConfig returns the production defaults for a node in region "local"
 // with its data in ./data.
 func DefaultConfig() Config {
@@ -97,6 +134,8 @@ func DefaultConfig() Config {
 		UserBurst:      50,
 		RateLimitKeys:  1 << 20,
 		MaxPending:     1_000_000,
+		EventTypes:     DefaultEventTypes,
+		Retention:      DefaultRetention,
 	}
 }
 
@@ -127,6 +166,22 @@ func (c Config) Validate() error {
 	check(c.IPRate >= 0 && (c.IPRate == 0 || c.IPBurst >= 1), "ip rate %v/s burst %d: want 0 (off) or > 0 with burst ≥ 1", c.IPRate, c.IPBurst)
 	check(c.RateLimitKeys >= 16, "rate limit keys %d: want at least 16", c.RateLimitKeys)
 	check(c.MaxPending >= 1, "max pending %d: want at least 1", c.MaxPending)
+	seen := map[string]bool{EventView: true, EventLike: true}
+	for _, ev := range c.EventTypes {
+		check(validID(ev) && len(ev) <= MaxEventLen, "event type %q: want 1-%d bytes of [A-Za-z0-9_.:-]", ev, MaxEventLen)
+		check(!seen[ev] || ev == EventView || ev == EventLike, "event type %q: listed twice", ev)
+		seen[ev] = true
+	}
+	r := c.Retention
+	for _, res := range crdt.Resolutions {
+		d := r.Of(res)
+		check(d == 0 || d >= 2*res.Duration(), "%s retention %v: want 0 (forever) or at least two %ss", res, d, res)
+	}
+	check((r.Hour == 0 || r.Minute != 0 && r.Minute <= r.Hour) && (r.Day == 0 || r.Hour != 0 && r.Hour <= r.Day),
+		"retention minute %v, hour %v, day %v: a coarser resolution must be kept at least as long (0 = forever)", r.Minute, r.Hour, r.Day)
+	for _, w := range c.TopWindows {
+		check(w.Name != "" && w.Buckets >= 1 && w.Res >= crdt.Minute && w.Res <= crdt.Day, "top window %q: want a name, a resolution and at least one bucket", w.Name)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
 	}

@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
@@ -23,6 +24,11 @@ type counterTable struct {
 	// onDurable, if set, is called on the commit goroutine with the keys whose
 	// durable state a batch advanced (replication ships only durable state).
 	onDurable func([]crdt.Key)
+	// ttl, if set, is how long Badger keeps a key's state (0: forever); a
+	// negative ttl means the key has expired and is not written any more.
+	ttl func(k crdt.Key, nowMs int64) time.Duration
+	// now is the node's clock, for ttl.
+	now func() time.Time
 }
 
 type counterShard struct {
@@ -111,9 +117,9 @@ func (t *counterTable) increment(e *counterEntry, r crdt.ReplicaID, n uint64, no
 	t.enqueue(queue, e)
 }
 
-// compensate adds 1 to replica r's N slot of e (a lost claim, see
-// exactlyonce.go) and queues e for the next batch.
-func (t *counterTable) compensate(e *counterEntry, r crdt.ReplicaID, nowMs int64) {
+// decrement adds 1 to replica r's N slot of e (an unlike, or a lost claim:
+// see exactlyonce.go) and queues e for the next batch.
+func (t *counterTable) decrement(e *counterEntry, r crdt.ReplicaID, nowMs int64) {
 	e.mu.Lock()
 	e.live.Decrement(r, 1, nowMs)
 	queue := e.markDirtyLocked()
@@ -156,12 +162,23 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 	}
 	snaps := make([]snapshot, 0, len(dirty))
 	var encErr error
+	var nowMs int64
+	if t.now != nil {
+		nowMs = t.now().UnixMilli()
+	}
 	for _, e := range dirty {
 		e.mu.Lock()
 		st := e.live.Clone()
 		e.dirty = false
 		e.mu.Unlock()
+		var ttl time.Duration
+		if t.ttl != nil {
+			if ttl = t.ttl(e.key, nowMs); ttl < 0 {
+				continue // expired: nothing needs it any more
+			}
+		}
 		m, err := store.CounterMutation(e.key, st)
+		m.TTL = ttl
 		if err != nil {
 			encErr = err
 			t.requeue(e) // keep it for the next batch rather than drop it
@@ -202,6 +219,24 @@ func (t *counterTable) merge(e *counterEntry, st crdt.PNCounter) bool {
 	e.mu.Unlock()
 	t.enqueue(queue, e)
 	return changed
+}
+
+// remove drops from memory every counter whose key matches expired and
+// reports how many went.
+func (t *counterTable) remove(expired func(crdt.Key) bool) int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for k := range s.m {
+			if expired(k) {
+				delete(s.m, k)
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // liveEquals reports whether e's live state is exactly st.

@@ -20,9 +20,16 @@ import (
 
 // mergeClaims folds the claim set c received from a peer (or the empty set,
 // to apply the rule to a stored one) into k's, compensating if this node
-// lost. It reports whether k's set now equals c.
+// lost. It reports whether k's set now equals c. Claims of views and other
+// deduplicated events compensate by taking the count back (N slot of the
+// counter and of the buckets of the claim's ingest time); like transitions
+// take back the step this node made: N for a like, P for an unlike.
 func (n *Node) mergeClaims(k store.ClaimKey, c crdt.Claims) (adopted bool, err error) {
-	e, err := n.entry(crdt.Key{Video: k.Video, Event: EventView})
+	event := k.Event
+	if event == "" {
+		event = EventView
+	}
+	e, err := n.entry(crdt.Key{Video: k.Video, Event: event})
 	if err != nil {
 		return false, err
 	}
@@ -31,15 +38,30 @@ func (n *Node) mergeClaims(k store.ClaimKey, c crdt.Claims) (adopted bool, err e
 		return false, fmt.Errorf("%w: admit claim merge: %v", ErrUnavailable, err)
 	}
 	defer release()
-	r := n.claims.merge(k, c, n.id.Replica)
+	var r mergeResult
+	if event == EventLike {
+		r = n.likes.merge(k, c, n.id.Replica)
+	} else {
+		r = n.claims.merge(k, c, n.id.Replica)
+	}
 	if r.compensate {
 		nowMs := n.now().UnixMilli()
-		n.counters.compensate(e, n.id.Replica, nowMs)
+		// A lost like (odd transition) or view is taken back in N; a lost
+		// unlike (even transition) in P.
+		down := event != EventLike || k.Window%2 == 1
+		if down {
+			n.counters.decrement(e, n.id.Replica, nowMs)
+		} else {
+			n.counters.increment(e, n.id.Replica, 1, nowMs)
+		}
+		if err := n.adjustBuckets(k.Video, event, r.ingestMs, down); err != nil {
+			n.log.Error("compensate time buckets", "video", k.Video, "event", event, "err", err)
+		}
 		n.compensations.Add(1)
 		// The audit trail records the compensation next to the count it
 		// takes back, in the same batch.
 		ev, err := store.EventMutation(store.Event{
-			Video: k.Video, Event: EventView, User: k.User, IngestMs: nowMs, Replica: n.id.Replica, Fate: store.FateCompensated,
+			Video: k.Video, Event: event, User: k.User, IngestMs: nowMs, Replica: n.id.Replica, Fate: store.FateCompensated,
 		}, n.eventSeq.Add(1), n.cfg.EventRetention)
 		if err == nil {
 			_, err = n.committer.Submit(ev)
@@ -76,7 +98,7 @@ func (n *Node) expireClaims(now time.Time) {
 	}
 	expired := func(k crdt.Key) bool {
 		ck, ok := crdt.ParseClaimKey(k)
-		return ok && n.claims.expiryMs(ck.Window) <= nowMs
+		return ok && ck.Event != EventLike && n.claims.expiryMs(ck.Window) <= nowMs
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

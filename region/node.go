@@ -38,6 +38,9 @@ type Node struct {
 
 	counters *counterTable
 	claims   *claimTable
+	likes    *likeTable
+	uniques  *uniqueTable
+	trends   *trendTracker
 	users    *keyedLimiter
 	ips      *keyedLimiter              // nil when per-IP limiting is off
 	eventSeq atomic.Uint64              // unique suffix of raw event keys
@@ -47,25 +50,36 @@ type Node struct {
 	nextExpire    atomic.Int64 // unix ms of the next sweep of expired claims
 	compensations atomic.Uint64
 
+	bucketExpireMu   sync.Mutex   // serialises expireBuckets
+	nextBucketExpire atomic.Int64 // unix ms of the next sweep of expired buckets
+
 	failed    atomic.Bool // a batch failed to persist: not ready any more
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// View is one view event as received.
+// View is one event as received: a view unless Event says otherwise.
 type View struct {
 	Video    string
 	User     string
 	ClientMs int64  // the client's timestamp in unix ms; 0 if it sent none
 	IP       string // the client's address, for per-IP limits; may be empty
+	// Event is the event type: "" or "view" for a view, "like", or another
+	// type the node counts (Config.EventTypes).
+	Event string
+	// Unlike, with Event "like", takes the user's like back.
+	Unlike bool
 }
 
 // Result is what became of one view.
 type Result struct {
 	Counted bool
-	Fate    store.Fate // FateCounted, FateDuplicate, FateRateLimited or FateDenied
-	// Count is the view count after this view: durable with sync durability,
-	// including unsynced views with async durability.
+	// Fate is FateCounted, FateDuplicate, FateRateLimited or FateDenied. For
+	// a like, FateCounted means the like (or unlike) changed the user's
+	// state and FateDuplicate that the user was already there.
+	Fate store.Fate
+	// Count is the count of the event's type after this event: durable with
+	// sync durability, including unsynced events with async durability.
 	Count uint64
 	// Err is set, in batch results only, for a view refused as invalid.
 	Err error
@@ -83,6 +97,8 @@ func Open(cfg Config) (*Node, error) {
 		now:      cfg.Clock,
 		windowMs: cfg.DedupWindow.Milliseconds(),
 		counters: newCounterTable(),
+		likes:    newLikeTable(),
+		uniques:  newUniqueTable(),
 		users:    newKeyedLimiter(cfg.UserRate, cfg.UserBurst, cfg.RateLimitKeys),
 	}
 	if n.log == nil {
@@ -91,6 +107,12 @@ func Open(cfg Config) (*Node, error) {
 	if n.now == nil {
 		n.now = time.Now
 	}
+	windows := cfg.TopWindows
+	if windows == nil {
+		windows = DefaultTopWindows
+	}
+	n.trends = newTrendTracker(windows)
+	n.counters.ttl, n.counters.now = n.counterTTL, n.now
 	if cfg.IPRate > 0 {
 		n.ips = newKeyedLimiter(cfg.IPRate, cfg.IPBurst, cfg.RateLimitKeys)
 	}
@@ -122,6 +144,13 @@ func Open(cfg Config) (*Node, error) {
 	nowMs := n.now().UnixMilli()
 	var owing []store.ClaimKey
 	err = st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error {
+		if k.Event == EventLike {
+			n.likes.load(k, c)
+			if c.Owes(n.id.Replica) {
+				owing = append(owing, k)
+			}
+			return nil
+		}
 		if n.claims.expiryMs(k.Window) > nowMs {
 			n.claims.load(k, c)
 			if c.Owes(n.id.Replica) {
@@ -136,7 +165,30 @@ func Open(cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("open node: load claims: %w", err)
 	}
-	n.counters.onDurable = n.replicateDurable
+	// Unique-viewer sketches live in memory whole; recent buckets feed the
+	// trending windows.
+	err = st.ForEachCounter(func(k crdt.Key, c crdt.PNCounter) error {
+		if k.IsUnique() {
+			if err := n.uniques.load(k, c); err != nil {
+				n.log.Warn("stored unique-viewer chunk refused", "key", k.String(), "err", err)
+			}
+			return nil
+		}
+		if b, ok := crdt.ParseBucketKey(k); ok && n.bucketExpiryMs(b) > nowMs {
+			n.trends.observe(b, c.Value(), nowMs)
+		}
+		return nil
+	})
+	if err != nil {
+		if n.ownStore {
+			st.Close()
+		}
+		return nil, fmt.Errorf("open node: load sketches and buckets: %w", err)
+	}
+	n.counters.onDurable = func(keys []crdt.Key) {
+		n.observeBuckets(keys)
+		n.replicateDurable(keys)
+	}
 	n.eventSeq.Store(uint64(time.Now().UnixNano()))
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,
@@ -198,19 +250,33 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 	if err != nil {
 		n.log.Error("encode claim set", "err", err)
 	}
-	if len(claimed) == 0 {
+	dst, liked, err := n.likes.prepare(dst)
+	if err != nil {
+		n.log.Error("encode like transition", "err", err)
+	}
+	dst, sketched, err := n.uniques.prepare(dst)
+	if err != nil {
+		n.log.Error("encode unique-viewer chunk", "err", err)
+	}
+	if len(claimed)+len(liked)+len(sketched) == 0 {
 		return dst, after
 	}
 	return dst, func(err error) {
 		after(err)
 		if err != nil {
 			n.claims.requeue(claimed)
+			n.likes.requeue(liked)
+			n.uniques.requeue(sketched)
 			return
 		}
-		keys := make([]crdt.Key, len(claimed))
-		for i, k := range claimed {
-			keys[i] = k.Key()
+		keys := make([]crdt.Key, 0, len(claimed)+len(liked)+len(sketched))
+		for _, k := range claimed {
+			keys = append(keys, k.Key())
 		}
+		for _, k := range liked {
+			keys = append(keys, k.Key())
+		}
+		keys = append(keys, sketched...)
 		n.replicateDurable(keys)
 	}
 }
@@ -328,14 +394,20 @@ func (n *Node) StepCommit() bool { return n.committer.Step() }
 // settle releases the claims won by b (idempotent).
 func (n *Node) settle(b *ingestBatch) {
 	for _, k := range b.claimed {
-		n.claims.settle(k)
+		if k.Event == EventLike {
+			n.likes.settle(k)
+		} else {
+			n.claims.settle(k)
+		}
 	}
 	b.claimed = nil
 }
 
 func (n *Node) fillCounts(b *ingestBatch, results []Result) {
 	for i := range results {
-		if e := b.entries[i]; e != nil {
+		if e := b.entries[i]; e != nil && e.key.Event == EventLike {
+			results[i].Count = n.likes.count(e.key.Video)
+		} else if e != nil {
 			if n.cfg.Durability == DurabilitySync {
 				results[i].Count = e.view.Load().value
 			} else {
@@ -349,9 +421,10 @@ func (n *Node) fillCounts(b *ingestBatch, results []Result) {
 type ingestBatch struct {
 	ticket    store.Ticket
 	submitted bool
-	claimed   []store.ClaimKey  // claims won; settle them when final
-	waits     []<-chan struct{} // claims of repeats, not yet durable
-	entries   []*counterEntry   // per view; nil for a view in error
+	claimed   []store.ClaimKey    // claims won and like transitions made; settle them when final
+	waits     []<-chan struct{}   // claims of repeats, not yet durable
+	entries   []*counterEntry     // per view; nil for a view in error
+	buckets   [][3]*counterEntry  // per view: its minute, hour and day buckets
 }
 
 // applyViews decides the fate of each view, applies the counted ones to
@@ -359,7 +432,7 @@ type ingestBatch struct {
 // batch open (Committer.Admit): the counters Prepare writes and the claims
 // that counted them land in the same batch.
 func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
-	b := ingestBatch{entries: make([]*counterEntry, len(views))}
+	b := ingestBatch{entries: make([]*counterEntry, len(views)), buckets: make([][3]*counterEntry, len(views))}
 	// Resolve what can fail before anything changes.
 	now := n.now()
 	nowMs := now.UnixMilli()
@@ -368,14 +441,19 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			results[i].Err = err
 			continue
 		}
-		e, err := n.entry(crdt.Key{Video: v.Video, Event: EventView})
+		e, err := n.entry(crdt.Key{Video: v.Video, Event: v.eventOf()})
 		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		if b.buckets[i], err = n.bucketEntries(v.Video, v.eventOf(), nowMs); err != nil {
 			results[i].Err = err
 			continue
 		}
 		b.entries[i] = e
 	}
 	n.expireClaims(now)
+	n.expireBuckets(now)
 	release, err := n.committer.Admit(2 * len(views))
 	switch {
 	case errors.Is(err, store.ErrOverloaded):
@@ -400,12 +478,26 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			fate = store.FateDenied
 		case !n.users.allow(v.User, now) || (n.ips != nil && v.IP != "" && !n.ips.allow(v.IP, now)):
 			fate = store.FateRateLimited
+		case v.eventOf() == EventLike:
+			k, made, synced := n.likes.transition(v.Video, v.User, !v.Unlike, n.id.Replica, nowMs)
+			if made {
+				b.claimed = append(b.claimed, k)
+				n.count(e, b.buckets[i], v.Unlike, nowMs)
+			} else {
+				fate = store.FateDuplicate
+				if synced != nil {
+					b.waits = append(b.waits, synced)
+				}
+			}
 		default:
-			ck := store.ClaimKey{Video: v.Video, User: v.User, Window: window}
+			ck := store.ClaimKey{Video: v.Video, Event: claimEvent(v.eventOf()), User: v.User, Window: window}
 			won, synced := n.claims.claimLocal(ck, n.id.Replica, nowMs)
 			if won {
 				b.claimed = append(b.claimed, ck)
-				n.counters.increment(e, n.id.Replica, 1, nowMs)
+				n.count(e, b.buckets[i], false, nowMs)
+				if ck.Event == "" {
+					n.uniques.insert(v.Video, v.User)
+				}
 			} else {
 				fate = store.FateDuplicate
 				if synced != nil {
@@ -414,10 +506,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			}
 		}
 		results[i].Fate, results[i].Counted = fate, fate == store.FateCounted
-		ev, err := store.EventMutation(store.Event{
-			Video: v.Video, Event: EventView, User: v.User, ClientMs: v.ClientMs,
-			IngestMs: nowMs, Replica: n.id.Replica, Fate: fate,
-		}, n.eventSeq.Add(1), n.cfg.EventRetention)
+		ev, err := n.logEvent(v, nowMs, fate)
 		if err != nil {
 			return b, err // unreachable: an Event of strings and integers always encodes
 		}
@@ -442,9 +531,42 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 
 func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 
+// count applies one counted event (or, with down, an unlike) to its counter
+// and its buckets. Callers hold the admission gate.
+func (n *Node) count(e *counterEntry, buckets [3]*counterEntry, down bool, nowMs int64) {
+	for i := -1; i < len(buckets); i++ {
+		c := e
+		if i >= 0 {
+			c = buckets[i]
+		}
+		if down {
+			n.counters.decrement(c, n.id.Replica, nowMs)
+		} else {
+			n.counters.increment(c, n.id.Replica, 1, nowMs)
+		}
+	}
+}
+
+// claimEvent is the Event of the claim key of an event of type ev: empty for
+// views (their claims keep the names they had before event types).
+func claimEvent(ev string) string {
+	if ev == EventView {
+		return ""
+	}
+	return ev
+}
+
 func (n *Node) validate(v View, nowMs int64) error {
 	if err := CheckID(CodeInvalidVideoID, "videoId", v.Video); err != nil {
 		return err
+	}
+	if v.Event != "" {
+		if err := n.checkEvent(v.Event); err != nil {
+			return err
+		}
+	}
+	if v.Unlike && v.Event != EventLike {
+		return inputErr(CodeInvalidEvent, "only a like can be taken back")
 	}
 	if err := CheckID(CodeInvalidUserID, "userId", v.User); err != nil {
 		return err
@@ -483,34 +605,19 @@ type Count struct {
 }
 
 // Views returns the view count of video. A video never viewed has count 0.
-func (n *Node) Views(video string) (Count, error) {
-	if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
-		return Count{}, err
-	}
-	k := crdt.Key{Video: video, Event: EventView}
-	e := n.counters.lookup(k)
-	if e == nil {
-		c, ok, err := n.store.Counter(k)
-		if err != nil {
-			return Count{}, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
-		}
-		if !ok {
-			return Count{}, nil // not cached: unknown IDs must not fill memory
-		}
-		e = n.counters.insert(k, c)
-	}
-	v := e.view.Load()
-	out := Count{Value: v.value, Compensated: v.compensated}
-	if v.lastUpdated > 0 {
-		out.LastUpdated = time.UnixMilli(v.lastUpdated).UTC()
-	}
-	return out, nil
-}
+func (n *Node) Views(video string) (Count, error) { return n.Count(video, EventView) }
 
 // Stats are gauges of a node's memory.
 type Stats struct {
 	Counters int // counters held in memory
 	Claims   int // dedup claim sets held in memory
+	// LikeTransitions is the like/unlike transitions held in memory.
+	LikeTransitions int
+	// Sketches and SketchChunks are the unique-viewer sketches held in
+	// memory and their 256-register chunks.
+	Sketches, SketchChunks int
+	// TrendValues is the (video, bucket) values the trending windows hold.
+	TrendValues int
 	// Compensations counts the views this node took back since it started:
 	// its claim lost to an earlier one for the same view elsewhere.
 	Compensations uint64
@@ -531,7 +638,9 @@ func (n *Node) Stats() Stats {
 	if n.ips != nil {
 		rb += n.ips.len()
 	}
+	sk, chunks := n.uniques.len()
 	return Stats{
+		LikeTransitions: n.likes.len(), Sketches: sk, SketchChunks: chunks, TrendValues: n.trends.len(),
 		Counters: n.counters.len(), Claims: n.claims.len(), Compensations: n.compensations.Load(), RateBuckets: rb,
 		StoreLSM: lsm, StoreValLog: vlog, ReplicaID: n.id.Replica,
 		Durability: n.cfg.Durability, DedupWindow: n.cfg.DedupWindow, Region: n.cfg.Region,

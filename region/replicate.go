@@ -105,8 +105,16 @@ func (s nodeSource) State(k crdt.Key) crdt.PNCounter {
 // or this node's compensation, which it redoes after a crash if it was lost.
 func (n *Node) durableState(k crdt.Key) (crdt.PNCounter, error) {
 	if ck, ok := crdt.ParseClaimKey(k); ok {
-		c, _ := n.claims.get(ck)
+		var c crdt.Claims
+		if ck.Event == EventLike {
+			c, _ = n.likes.get(ck)
+		} else {
+			c, _ = n.claims.get(ck)
+		}
 		return c.State(), nil
+	}
+	if k.IsUnique() {
+		return n.uniques.state(k), nil
 	}
 	if e := n.counters.lookup(k); e != nil {
 		return e.durableState(), nil
@@ -133,6 +141,9 @@ func (n *Node) EnableReplication(rc ReplicationConfig) error {
 	}
 	var keys []crdt.Key
 	err = n.store.ForEachCounter(func(k crdt.Key, c crdt.PNCounter) error {
+		if k.IsUnique() {
+			return nil // Open loaded the sketches into n.uniques
+		}
 		n.counters.insert(k, c)
 		keys = append(keys, k)
 		return nil
@@ -144,6 +155,10 @@ func (n *Node) EnableReplication(rc ReplicationConfig) error {
 	for _, k := range n.claims.keys() {
 		keys = append(keys, k.Key())
 	}
+	for _, k := range n.likes.keys() {
+		keys = append(keys, k.Key())
+	}
+	keys = append(keys, n.uniques.keys()...)
 	r := &replicator{
 		engine: eng, transport: rc.Transport, peers: make(map[replication.NodeID]Peer), echoes: make(map[crdt.Key]echo),
 		peerErrs: map[replication.NodeID]uint64{}, recvBytes: map[replication.NodeID]uint64{}, recvErrs: map[replication.NodeID]uint64{},
@@ -225,6 +240,7 @@ func (n *Node) ReplicationTick() {
 		return
 	}
 	n.expireClaims(n.now())
+	n.expireBuckets(n.now())
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n.handleReady(r, r.engine.Tick(n.now()))
@@ -336,11 +352,13 @@ func (n *Node) handleReady(r *replicator, rd replication.Ready) {
 // Callers hold r.mu.
 func (n *Node) applyEntry(r *replicator, a replication.Apply, e replication.Entry) error {
 	if ck, ok := crdt.ParseClaimKey(e.Key); ok {
-		if !validID(ck.Video) || !validID(ck.User) {
+		like := ck.Event == EventLike
+		if !validID(ck.Video) || !validID(ck.User) || ck.Event != "" && !validEvent(ck.Event) ||
+			like && (ck.Window == 0 || ck.Window > MaxLikeTransitions) {
 			n.log.Warn("replicated claim refused", "from", string(a.From), "key", e.Key.String())
 			return nil
 		}
-		if n.claims.expiryMs(ck.Window) <= n.now().UnixMilli() {
+		if !like && n.claims.expiryMs(ck.Window) <= n.now().UnixMilli() {
 			return nil // expired here: nothing needs it any more
 		}
 		c, err := crdt.ClaimsFromState(e.State)
@@ -355,11 +373,31 @@ func (n *Node) applyEntry(r *replicator, a replication.Apply, e replication.Entr
 		n.noteEcho(r, a, e, adopted)
 		return nil
 	}
-	if !validID(e.Key.Video) || !validID(e.Key.Event) {
+	if e.Key.IsUnique() {
+		if !validID(e.Key.Video) {
+			n.log.Warn("replicated unique-viewer chunk refused", "from", string(a.From), "key", e.Key.String())
+			return nil
+		}
+		changed, err := n.uniques.merge(e.Key, e.State)
+		if err != nil {
+			n.log.Warn("replicated unique-viewer chunk refused", "from", string(a.From), "key", e.Key.String(), "err", err)
+			return nil
+		}
+		if changed {
+			n.committer.Kick()
+		}
+		n.noteEcho(r, a, e, changed && n.uniques.state(e.Key).Equal(e.State))
+		return nil
+	}
+	b, isBucket := crdt.ParseBucketKey(e.Key)
+	if !validID(e.Key.Video) || (isBucket && !validEvent(b.Event)) || (!isBucket && !validEvent(e.Key.Event)) {
 		// A key that breaks validation would make the store unreadable at
 		// the next start.
 		n.log.Warn("replicated key refused", "from", string(a.From), "key", e.Key.String())
 		return nil
+	}
+	if isBucket && n.bucketExpiryMs(b) <= n.now().UnixMilli() {
+		return nil // past its retention here: a late delta must not bring it back
 	}
 	entry, err := n.entry(e.Key)
 	if err != nil {

@@ -40,6 +40,9 @@ func inputErr(code, format string, a ...any) *InputError {
 	return &InputError{Code: code, Message: fmt.Sprintf(format, a...)}
 }
 
+// validEvent reports whether s can name an event type.
+func validEvent(s string) bool { return len(s) <= MaxEventLen && validID(s) }
+
 // validID reports whether s is 1–128 bytes of [A-Za-z0-9_.:-].
 func validID(s string) bool {
 	if len(s) == 0 || len(s) > MaxIDLen {

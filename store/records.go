@@ -105,11 +105,12 @@ type ClaimKey = crdt.ClaimKey
 
 // claimKeyBytes is the Badger key of the claim set of k.
 func claimKeyBytes(k ClaimKey) []byte {
-	b := make([]byte, 0, 11+len(k.Video)+len(k.User))
+	subject := k.Subject()
+	b := make([]byte, 0, 11+len(k.Video)+len(subject))
 	b = append(b, prefixClaim)
 	b = append(b, k.Video...)
 	b = append(b, 0)
-	b = append(b, k.User...)
+	b = append(b, subject...)
 	b = append(b, 0)
 	return binary.BigEndian.AppendUint64(b, k.Window)
 }
@@ -119,11 +120,15 @@ func parseClaimKey(b []byte) (ClaimKey, error) {
 	if len(b) < 13 || b[0] != prefixClaim || b[len(b)-9] != 0 {
 		return ClaimKey{}, fmt.Errorf("%w: claim key %q", ErrCorrupt, b)
 	}
-	video, user, ok := bytes.Cut(b[1:len(b)-9], []byte{0})
-	if !ok || len(video) == 0 || len(user) == 0 || len(video) > maxIDLen || len(user) > maxIDLen {
+	video, subject, ok := bytes.Cut(b[1:len(b)-9], []byte{0})
+	if !ok || len(video) == 0 || len(video) > maxIDLen {
 		return ClaimKey{}, fmt.Errorf("%w: claim key %q", ErrCorrupt, b)
 	}
-	return ClaimKey{Video: string(video), User: string(user), Window: binary.BigEndian.Uint64(b[len(b)-8:])}, nil
+	event, user := crdt.SplitSubject(string(subject))
+	if len(user) == 0 || len(user) > maxIDLen || len(event) > maxIDLen || bytes.IndexByte([]byte(user), '/') >= 0 {
+		return ClaimKey{}, fmt.Errorf("%w: claim key %q", ErrCorrupt, b)
+	}
+	return ClaimKey{Video: string(video), Event: event, User: user, Window: binary.BigEndian.Uint64(b[len(b)-8:])}, nil
 }
 
 // ClaimMutation is the write that stores the claim set c under k until ttl

@@ -1,0 +1,385 @@
+package region
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tallyhq/tally/crdt"
+	"github.com/tallyhq/tally/store"
+)
+
+// Event types and time buckets (issue 6).
+//
+// A counter is kept per (video, event type). Every counted event also
+// increments three time buckets of its counter, the minute, the hour and the
+// day it was ingested in (on this node's clock), in the same batch as the
+// counter: each resolution is a complete, eagerly rolled-up series, and
+// Σ buckets of any resolution = the counter's total on every replica once
+// replication settles. A bucket is a PN-Counter like the total and merges
+// the same way, so late deltas are idempotent and never counted twice; there
+// is no later compaction step that could race with them. A compensation
+// (exactly once across regions) or an unlike decrements the buckets of the
+// time the event it takes back was ingested, so the series stays exact.
+// Buckets older than their resolution's retention are forgotten (memory,
+// replication, Badger TTL) and states for them that arrive later are dropped.
+
+// EventLike is the event type of likes, which follow the like/unlike rules.
+const EventLike = "like"
+
+// MaxEventLen is the longest event type name, in bytes.
+const MaxEventLen = 64
+
+// Input error codes of event types, time ranges and windows.
+const (
+	CodeUnknownEvent          = "unknown_event"
+	CodeInvalidRange          = "invalid_range"
+	CodeInvalidStep           = "invalid_step"
+	CodeResolutionNotRetained = "resolution_not_retained"
+	CodeTooManyPoints         = "too_many_points"
+	CodeInvalidWindow         = "invalid_window"
+	CodeInvalidK              = "invalid_k"
+)
+
+// MaxSeriesPoints bounds the points one Series call returns.
+const MaxSeriesPoints = 10_080 // 7 days of minutes
+
+// EventTypes returns every event type the node counts, sorted.
+func (n *Node) EventTypes() []string {
+	out := []string{EventView, EventLike}
+	for _, ev := range n.cfg.EventTypes {
+		if !slices.Contains(out, ev) {
+			out = append(out, ev)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// checkEvent validates an event type named in a request.
+func (n *Node) checkEvent(ev string) error {
+	if ev == EventView || ev == EventLike || slices.Contains(n.cfg.EventTypes, ev) {
+		return nil
+	}
+	return inputErr(CodeUnknownEvent, "event type %q is not counted here; known types: %s", ev, strings.Join(n.EventTypes(), ", "))
+}
+
+// bucketExpiryMs is when bucket b may be forgotten: the end of the bucket
+// plus its resolution's retention; math.MaxInt64 if kept forever.
+func (n *Node) bucketExpiryMs(b crdt.BucketKey) int64 {
+	keep := n.cfg.Retention.Of(b.Res)
+	if keep == 0 {
+		return 1<<63 - 1
+	}
+	return b.Res.Start(b.Index+1) + keep.Milliseconds()
+}
+
+// counterTTL is how long Badger keeps the state of counter k: 0 (forever)
+// for totals, the rest of the retention for a bucket, and a negative value
+// for a bucket already expired (not written at all).
+func (n *Node) counterTTL(k crdt.Key, nowMs int64) time.Duration {
+	b, ok := crdt.ParseBucketKey(k)
+	if !ok {
+		return 0
+	}
+	exp := n.bucketExpiryMs(b)
+	if exp == 1<<63-1 {
+		return 0
+	}
+	if exp <= nowMs {
+		return -1
+	}
+	return msDuration(exp - nowMs)
+}
+
+// bucketEntries resolves the in-memory entries of the three buckets an event
+// ingested at nowMs falls in.
+func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry, error) {
+	var out [3]*counterEntry
+	for i, b := range crdt.BucketsOf(video, event, nowMs) {
+		e, err := n.entry(b.Key())
+		if err != nil {
+			return out, err
+		}
+		out[i] = e
+	}
+	return out, nil
+}
+
+// adjustBuckets adds (or, with down, takes back) one event ingested at
+// ingestMs in its buckets, skipping buckets already expired. Callers hold
+// the admission gate.
+func (n *Node) adjustBuckets(video, event string, ingestMs int64, down bool) error {
+	nowMs := n.now().UnixMilli()
+	for _, b := range crdt.BucketsOf(video, event, ingestMs) {
+		if n.bucketExpiryMs(b) <= nowMs {
+			continue
+		}
+		e, err := n.entry(b.Key())
+		if err != nil {
+			return err
+		}
+		if down {
+			n.counters.decrement(e, n.id.Replica, nowMs)
+		} else {
+			n.counters.increment(e, n.id.Replica, 1, nowMs)
+		}
+	}
+	return nil
+}
+
+// observeBuckets feeds durable bucket values to the trending tracker.
+func (n *Node) observeBuckets(keys []crdt.Key) {
+	nowMs := n.now().UnixMilli()
+	for _, k := range keys {
+		b, ok := crdt.ParseBucketKey(k)
+		if !ok {
+			continue
+		}
+		if e := n.counters.lookup(k); e != nil {
+			n.trends.observe(b, e.view.Load().value, nowMs)
+		}
+	}
+}
+
+// expireBuckets forgets the buckets past their retention, from memory and
+// from replication (Badger drops them by TTL). It sweeps at most once a
+// minute.
+func (n *Node) expireBuckets(now time.Time) {
+	nowMs := now.UnixMilli()
+	if nowMs < n.nextBucketExpire.Load() || !n.bucketExpireMu.TryLock() {
+		return
+	}
+	defer n.bucketExpireMu.Unlock()
+	n.nextBucketExpire.Store(nowMs + 60_000)
+	expired := func(k crdt.Key) bool {
+		b, ok := crdt.ParseBucketKey(k)
+		return ok && n.bucketExpiryMs(b) <= nowMs
+	}
+	if n.counters.remove(expired) == 0 {
+		return
+	}
+	r := n.repl.Load()
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.engine.Forget(now, expired)
+	for k := range r.echoes {
+		if expired(k) {
+			delete(r.echoes, k)
+		}
+	}
+}
+
+// Count returns the durable count of event on video. Unknown videos count 0.
+func (n *Node) Count(video, event string) (Count, error) {
+	if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
+		return Count{}, err
+	}
+	if err := n.checkEvent(event); err != nil {
+		return Count{}, err
+	}
+	return n.countOf(crdt.Key{Video: video, Event: event})
+}
+
+// countOf reads counter k without caching a miss (unknown IDs must not fill
+// memory).
+func (n *Node) countOf(k crdt.Key) (Count, error) {
+	e := n.counters.lookup(k)
+	if e == nil {
+		c, ok, err := n.store.Counter(k)
+		if err != nil {
+			return Count{}, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+		}
+		if !ok {
+			return Count{}, nil
+		}
+		e = n.counters.insert(k, c)
+	}
+	v := e.view.Load()
+	out := Count{Value: v.value, Compensated: v.compensated}
+	if v.lastUpdated > 0 {
+		out.LastUpdated = time.UnixMilli(v.lastUpdated).UTC()
+	}
+	return out, nil
+}
+
+// NetCount is ΣP − ΣN of the counter of event on video, signed: the raw
+// value the simulator and tests check (Count clamps it at zero).
+func (n *Node) NetCount(video, event string) (int64, error) {
+	if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
+		return 0, err
+	}
+	if err := n.checkEvent(event); err != nil {
+		return 0, err
+	}
+	return n.netOf(crdt.Key{Video: video, Event: event})
+}
+
+// netOf is ΣP − ΣN of counter k (signed), without caching a miss.
+func (n *Node) netOf(k crdt.Key) (int64, error) {
+	var st crdt.PNCounter
+	if e := n.counters.lookup(k); e != nil {
+		st = e.durableState()
+	} else {
+		c, _, err := n.store.Counter(k)
+		if err != nil {
+			return 0, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+		}
+		st = c
+	}
+	return int64(st.P.Value() - st.N.Value()), nil
+}
+
+// Point is one bucket of a series.
+type Point struct {
+	Start time.Time // the bucket's start, UTC
+	// Count is the bucket's net count: for likes, likes minus unlikes made
+	// in it, which can be negative.
+	Count int64
+}
+
+// Series is the count of one event on one video per bucket over a range.
+type Series struct {
+	Video  string
+	Event  string
+	Step   crdt.Resolution
+	From   time.Time // start of the first bucket (from, rounded down)
+	To     time.Time // end of the last bucket (to, rounded up)
+	Total  int64     // Σ points
+	Points []Point   // one per bucket, zero buckets included
+}
+
+// Retained describes the time buckets the node keeps, for error messages.
+func (n *Node) Retained() string {
+	var parts []string
+	for _, r := range crdt.Resolutions {
+		keep := n.cfg.Retention.Of(r)
+		if keep == 0 {
+			parts = append(parts, r.String()+" buckets forever")
+		} else {
+			parts = append(parts, fmt.Sprintf("%s buckets for %s", r, fmtDays(keep)))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func fmtDays(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// Series returns the per-step counts of event on video in [from, to): every
+// bucket of resolution step that overlaps the range. Totals over a range are
+// exact for a resolution retained over the whole range; asking for a range
+// that starts before step's retention is an input error that says what is
+// kept.
+func (n *Node) Series(video, event string, from, to time.Time, step crdt.Resolution) (Series, error) {
+	if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
+		return Series{}, err
+	}
+	if err := n.checkEvent(event); err != nil {
+		return Series{}, err
+	}
+	if step < crdt.Minute || step > crdt.Day {
+		return Series{}, inputErr(CodeInvalidStep, "step must be minute, hour or day")
+	}
+	if !from.Before(to) {
+		return Series{}, inputErr(CodeInvalidRange, "from (%s) must be before to (%s)", from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339))
+	}
+	nowMs := n.now().UnixMilli()
+	first, last := step.Index(from.UnixMilli()), step.Index(to.UnixMilli()-1)
+	if keep := n.cfg.Retention.Of(step); keep != 0 {
+		oldest := step.Index(nowMs - keep.Milliseconds())
+		if first < oldest {
+			return Series{}, inputErr(CodeResolutionNotRetained,
+				"%s buckets are kept for %s only, so %s is too fine for a range starting %s; this node keeps %s",
+				step, fmtDays(keep), step, from.UTC().Format(time.RFC3339), n.Retained())
+		}
+	}
+	if last-first+1 > MaxSeriesPoints {
+		return Series{}, inputErr(CodeTooManyPoints, "%d %s buckets asked for; at most %d per request (use a coarser step or a shorter range)", last-first+1, step, MaxSeriesPoints)
+	}
+	s := Series{
+		Video: video, Event: event, Step: step,
+		From: time.UnixMilli(step.Start(first)).UTC(), To: time.UnixMilli(step.Start(last + 1)).UTC(),
+		Points: make([]Point, 0, last-first+1),
+	}
+	for i := first; i <= last; i++ {
+		c, err := n.netOf(crdt.BucketKey{Video: video, Event: event, Res: step, Index: i}.Key())
+		if err != nil {
+			return Series{}, err
+		}
+		s.Points = append(s.Points, Point{Start: time.UnixMilli(step.Start(i)).UTC(), Count: c})
+		s.Total += c
+	}
+	return s, nil
+}
+
+// Top returns up to k videos with the highest counts of event in the named
+// trending window (see TopWindow), from the merged bucket state this node
+// holds, highest first.
+func (n *Node) Top(event, window string, k int) ([]VideoCount, error) {
+	if err := n.checkEvent(event); err != nil {
+		return nil, err
+	}
+	if k < 1 || k > MaxTopK {
+		return nil, inputErr(CodeInvalidK, "k must be between 1 and %d", MaxTopK)
+	}
+	out, err := n.trends.top(event, window, k, n.now().UnixMilli())
+	if err != nil {
+		return nil, &InputError{Code: CodeInvalidWindow, Message: err.Error()}
+	}
+	return out, nil
+}
+
+// MaxTopK bounds the k of Top.
+const MaxTopK = 1000
+
+// Likes returns how many users like video: those whose latest like/unlike
+// transition this node knows is a like (see likes.go). It is never negative.
+func (n *Node) Likes(video string) (uint64, error) {
+	if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
+		return 0, err
+	}
+	return n.likes.count(video), nil
+}
+
+// Liked reports whether user likes video, as this node knows it.
+func (n *Node) Liked(video, user string) bool { return n.likes.liked(video, user) }
+
+// UniqueViewers estimates the distinct users who viewed video, from a
+// HyperLogLog sketch (precision 14: standard error 0.81%) merged across
+// every replica.
+func (n *Node) UniqueViewers(video string) (uint64, error) {
+	if err := CheckID(CodeInvalidVideoID, "videoId", video); err != nil {
+		return 0, err
+	}
+	est, _ := n.uniques.estimate(video)
+	return est, nil
+}
+
+// eventOf is the stored event type of v.
+func (v View) eventOf() string {
+	if v.Event == "" {
+		return EventView
+	}
+	return v.Event
+}
+
+// logEvent is the raw-event log entry of v with fate f.
+func (n *Node) logEvent(v View, nowMs int64, fate store.Fate) (store.Mutation, error) {
+	ev := v.eventOf()
+	if v.Unlike {
+		ev = "unlike"
+	}
+	return store.EventMutation(store.Event{
+		Video: v.Video, Event: ev, User: v.User, ClientMs: v.ClientMs,
+		IngestMs: nowMs, Replica: n.id.Replica, Fate: fate,
+	}, n.eventSeq.Add(1), n.cfg.EventRetention)
+}

@@ -1,0 +1,423 @@
+package region
+
+import (
+	"cmp"
+	"fmt"
+	"hash/maphash"
+	"math/bits"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/tallyhq/tally/crdt"
+	"github.com/tallyhq/tally/store"
+)
+
+const uniqueShards = 64
+
+// uniqueSparseMax is the most nonzero registers a sketch keeps as a sorted
+// list (4 bytes each) before it switches to a flat array of every register
+// (16 KiB). Below it the list is smaller even with append's spare capacity;
+// about 2,100 distinct viewers fill it.
+const uniqueSparseMax = 2048
+
+// uniqueTable holds the unique-viewer sketch (crdt.HLLPosition) of every
+// video this node has seen a viewer of, in memory whole: Open loads every
+// stored chunk, so reads never go to Badger. A sketch grows only by register
+// max, from local views (insert) and replicated chunks (merge); a chunk
+// whose registers grew is queued once for the next batch, whose Prepare hook
+// writes its current state (prepare).
+//
+// The live state is what replicates (state): unlike a counter slot, a
+// register lost in a crash is harmless to re-derive or to learn back from a
+// peer, since inserting a user again gives the same register value.
+//
+// A uniqueTable is safe for concurrent use.
+type uniqueTable struct {
+	seed   maphash.Seed
+	shards [uniqueShards]uniqueShard
+
+	queueMu sync.Mutex // protects queue
+	// queue holds the chunks changed since the last batch was cut, each at
+	// most once: a chunk is appended only when its queued bit goes from 0 to 1.
+	queue []crdt.Key
+}
+
+type uniqueShard struct {
+	mu sync.Mutex               // protects m and every field of its sketches marked "under shard.mu"
+	m  map[string]*uniqueSketch // by video
+}
+
+// uniqueSketch is one video's registers, sparse while few are set. It
+// exists only once at least one register is nonzero.
+type uniqueSketch struct {
+	// Under shard.mu.
+	present uint64   // bit c: chunk c has a nonzero register
+	queued  uint64   // bit c: chunk c is in the table's queue
+	sparse  []uint32 // nonzero registers as index<<8 | value, sorted; nil once dense
+	dense   *[crdt.HLLRegisters]uint8
+	version uint64 // starts at 1, +1 whenever a register grows
+	est     uint64 // the estimate at estVersion
+	estVer  uint64 // version est was computed at; 0: never
+
+	// estMu serialises recomputing est (hundreds of µs), so that readers
+	// arriving while one runs share its result. Taken before shard.mu.
+	estMu sync.Mutex
+}
+
+// regsPool recycles the 16 KiB arrays estimates are computed from.
+var regsPool = sync.Pool{New: func() any { return new([crdt.HLLRegisters]uint8) }}
+
+func newUniqueTable() *uniqueTable {
+	t := &uniqueTable{seed: maphash.MakeSeed()}
+	for i := range t.shards {
+		t.shards[i].m = make(map[string]*uniqueSketch)
+	}
+	return t
+}
+
+func (t *uniqueTable) shard(video string) *uniqueShard {
+	return &t.shards[maphash.String(t.seed, video)%uniqueShards]
+}
+
+// insert adds user to video's sketch. If a register grew, it queues that
+// chunk's key for the next batch (unless already queued) and returns the key
+// and true.
+func (t *uniqueTable) insert(video, user string) (crdt.Key, bool) {
+	c, off, rho := crdt.HLLPosition(user)
+	s := t.shard(video)
+	s.mu.Lock()
+	sk := s.m[video]
+	if sk == nil {
+		sk = &uniqueSketch{version: 1}
+		s.m[strings.Clone(video)] = sk // not pinning the caller's buffer
+	}
+	grew := sk.set(c*crdt.HLLChunkRegisters+off, rho)
+	queue := grew && sk.grewLocked(c, true)
+	s.mu.Unlock()
+	if !grew {
+		return crdt.Key{}, false
+	}
+	k := crdt.UniqueKey(video, c)
+	if queue {
+		t.enqueue(k)
+	}
+	return k, true
+}
+
+// merge folds a replicated chunk state into the table (register max) and
+// queues the chunk if anything grew. An invalid key or state is refused with
+// an error wrapping crdt.ErrBadHLL, and changes nothing.
+func (t *uniqueTable) merge(k crdt.Key, st crdt.PNCounter) (changed bool, err error) {
+	video, c, regs, err := parseChunk(k, st)
+	if err != nil {
+		return false, fmt.Errorf("merge unique-viewer chunk: %w", err)
+	}
+	return t.apply(video, c, &regs, true), nil
+}
+
+// load folds a chunk read from disk at start into the table, without queueing
+// it (it is on disk already). An invalid key or state is refused with an
+// error wrapping crdt.ErrBadHLL.
+func (t *uniqueTable) load(k crdt.Key, st crdt.PNCounter) error {
+	video, c, regs, err := parseChunk(k, st)
+	if err != nil {
+		return fmt.Errorf("load unique-viewer chunk: %w", err)
+	}
+	t.apply(video, c, &regs, false)
+	return nil
+}
+
+// parseChunk checks that k names a sketch chunk and st is a chunk state.
+func parseChunk(k crdt.Key, st crdt.PNCounter) (video string, chunk int, regs [crdt.HLLChunkRegisters]uint8, err error) {
+	video, chunk, ok := crdt.ParseUniqueKey(k)
+	if !ok {
+		return "", 0, regs, fmt.Errorf("%w: key %q is not a chunk key", crdt.ErrBadHLL, k.String())
+	}
+	if err := crdt.ChunkFromState(st, &regs); err != nil {
+		return "", 0, regs, fmt.Errorf("chunk %s: %w", k, err)
+	}
+	return video, chunk, regs, nil
+}
+
+// apply max-merges regs into chunk c of video's sketch, queueing the chunk
+// if queue is set and a register grew; it reports whether one did.
+func (t *uniqueTable) apply(video string, c int, regs *[crdt.HLLChunkRegisters]uint8, queue bool) bool {
+	if *regs == ([crdt.HLLChunkRegisters]uint8{}) {
+		return false // nothing to add; and a sketch must hold a register
+	}
+	s := t.shard(video)
+	s.mu.Lock()
+	sk := s.m[video]
+	if sk == nil {
+		sk = &uniqueSketch{version: 1}
+		s.m[strings.Clone(video)] = sk
+	}
+	grew := false
+	base := c * crdt.HLLChunkRegisters
+	for off, r := range regs {
+		if r != 0 && sk.set(base+off, r) {
+			grew = true
+		}
+	}
+	enqueue := grew && sk.grewLocked(c, queue)
+	s.mu.Unlock()
+	if enqueue {
+		t.enqueue(crdt.UniqueKey(video, c))
+	}
+	return grew
+}
+
+// grewLocked records that chunk c grew. With queue set it marks the chunk
+// queued and reports whether it must join the queue (it was not in it).
+// Callers hold shard.mu.
+func (sk *uniqueSketch) grewLocked(c int, queue bool) bool {
+	bit := uint64(1) << c
+	sk.present |= bit
+	sk.version++
+	if !queue || sk.queued&bit != 0 {
+		return false
+	}
+	sk.queued |= bit
+	return true
+}
+
+// set raises register i to at least r and reports whether it grew. Callers
+// hold shard.mu.
+func (sk *uniqueSketch) set(i int, r uint8) bool {
+	if sk.dense != nil {
+		if sk.dense[i] >= r {
+			return false
+		}
+		sk.dense[i] = r
+		return true
+	}
+	e := uint32(i)<<8 | uint32(r)
+	j, found := slices.BinarySearchFunc(sk.sparse, uint32(i), func(e, idx uint32) int { return cmp.Compare(e>>8, idx) })
+	if found {
+		if uint8(sk.sparse[j]) >= r {
+			return false
+		}
+		sk.sparse[j] = e
+		return true
+	}
+	if len(sk.sparse) < uniqueSparseMax {
+		sk.sparse = slices.Insert(sk.sparse, j, e)
+		return true
+	}
+	sk.dense = new([crdt.HLLRegisters]uint8)
+	for _, e := range sk.sparse {
+		sk.dense[e>>8] = uint8(e)
+	}
+	sk.sparse = nil
+	sk.dense[i] = r
+	return true
+}
+
+// chunk copies chunk c's registers into dst. Callers hold shard.mu.
+func (sk *uniqueSketch) chunk(c int, dst *[crdt.HLLChunkRegisters]uint8) {
+	base := c * crdt.HLLChunkRegisters
+	if sk.dense != nil {
+		copy(dst[:], sk.dense[base:base+crdt.HLLChunkRegisters])
+		return
+	}
+	*dst = [crdt.HLLChunkRegisters]uint8{}
+	lo, _ := slices.BinarySearch(sk.sparse, uint32(base)<<8)
+	for _, e := range sk.sparse[lo:] {
+		i := int(e >> 8)
+		if i >= base+crdt.HLLChunkRegisters {
+			break
+		}
+		dst[i-base] = uint8(e)
+	}
+}
+
+// all copies every register into dst. Callers hold shard.mu.
+func (sk *uniqueSketch) all(dst *[crdt.HLLRegisters]uint8) {
+	if sk.dense != nil {
+		*dst = *sk.dense
+		return
+	}
+	*dst = [crdt.HLLRegisters]uint8{}
+	for _, e := range sk.sparse {
+		dst[e>>8] = uint8(e)
+	}
+}
+
+// state is the current state of chunk k (the zero PNCounter if the table
+// holds none, or k is not a chunk key): a fresh value the caller may keep.
+func (t *uniqueTable) state(k crdt.Key) crdt.PNCounter {
+	video, c, ok := crdt.ParseUniqueKey(k)
+	if !ok {
+		return crdt.PNCounter{}
+	}
+	var regs [crdt.HLLChunkRegisters]uint8
+	s := t.shard(video)
+	s.mu.Lock()
+	sk := s.m[video]
+	if sk == nil || sk.present&(1<<c) == 0 {
+		s.mu.Unlock()
+		return crdt.PNCounter{}
+	}
+	sk.chunk(c, &regs)
+	s.mu.Unlock()
+	return crdt.ChunkState(&regs)
+}
+
+// estimate returns the estimated number of distinct viewers of video and
+// whether the table holds any register of it. The estimate is cached per
+// video and recomputed (crdt.EstimateHLL, hundreds of µs) only after a
+// register grew; it reflects at least every register set before the call.
+func (t *uniqueTable) estimate(video string) (uint64, bool) {
+	s := t.shard(video)
+	s.mu.Lock()
+	sk := s.m[video]
+	if sk == nil {
+		s.mu.Unlock()
+		return 0, false
+	}
+	if sk.estVer == sk.version {
+		est := sk.est
+		s.mu.Unlock()
+		return est, true
+	}
+	arrived := sk.version
+	s.mu.Unlock()
+
+	// One recompute at a time per video: whoever waited here while another
+	// ran takes its result if it covers what the waiter arrived to see.
+	sk.estMu.Lock()
+	defer sk.estMu.Unlock()
+	s.mu.Lock()
+	if sk.estVer >= arrived {
+		est := sk.est
+		s.mu.Unlock()
+		return est, true
+	}
+	regs := regsPool.Get().(*[crdt.HLLRegisters]uint8)
+	sk.all(regs)
+	ver := sk.version
+	s.mu.Unlock()
+
+	est := crdt.EstimateHLL(regs)
+	regsPool.Put(regs)
+
+	s.mu.Lock()
+	sk.est, sk.estVer = est, ver // ver only grows: estMu orders the recomputes
+	s.mu.Unlock()
+	return est, true
+}
+
+func (t *uniqueTable) enqueue(k crdt.Key) {
+	t.queueMu.Lock()
+	t.queue = append(t.queue, k)
+	t.queueMu.Unlock()
+}
+
+// prepare is the sketches' part of the committer's Prepare hook: it appends
+// a store.CounterMutation of the current state of every queued chunk to dst
+// (once per chunk, however often it grew) and returns the keys written. A
+// chunk whose state fails to encode is queued again, and the first such
+// error is returned after the rest are written.
+func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []crdt.Key, error) {
+	t.queueMu.Lock()
+	queue := t.queue
+	t.queue = nil
+	t.queueMu.Unlock()
+	var firstErr error
+	written := queue[:0]
+	for _, k := range queue {
+		st, ok := t.take(k)
+		if !ok {
+			continue
+		}
+		m, err := store.CounterMutation(k, st)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("prepare unique-viewer chunk: %w", err)
+			}
+			t.requeue([]crdt.Key{k})
+			continue
+		}
+		dst = append(dst, m)
+		written = append(written, k)
+	}
+	return dst, written, firstErr
+}
+
+// take clears chunk k's queued mark and returns its state; ok is false if k
+// was not queued (a repeat, or not a chunk of this table).
+func (t *uniqueTable) take(k crdt.Key) (crdt.PNCounter, bool) {
+	video, c, ok := crdt.ParseUniqueKey(k)
+	if !ok {
+		return crdt.PNCounter{}, false
+	}
+	var regs [crdt.HLLChunkRegisters]uint8
+	s := t.shard(video)
+	s.mu.Lock()
+	sk := s.m[video]
+	if sk == nil || sk.queued&(1<<c) == 0 {
+		s.mu.Unlock()
+		return crdt.PNCounter{}, false
+	}
+	sk.queued &^= 1 << c
+	sk.chunk(c, &regs)
+	s.mu.Unlock()
+	return crdt.ChunkState(&regs), true
+}
+
+// requeue queues keys again (their batch failed). Keys already queued, and
+// keys of chunks the table does not hold, are skipped.
+func (t *uniqueTable) requeue(keys []crdt.Key) {
+	for _, k := range keys {
+		video, c, ok := crdt.ParseUniqueKey(k)
+		if !ok {
+			continue
+		}
+		s := t.shard(video)
+		s.mu.Lock()
+		sk := s.m[video]
+		queue := sk != nil && sk.present&(1<<c) != 0 && sk.queued&(1<<c) == 0
+		if queue {
+			sk.queued |= 1 << c
+		}
+		s.mu.Unlock()
+		if queue {
+			t.enqueue(k)
+		}
+	}
+}
+
+// keys returns the key of every chunk held, sorted by video then event (a
+// deterministic order for the replication engine).
+func (t *uniqueTable) keys() []crdt.Key {
+	var out []crdt.Key
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for video, sk := range s.m {
+			for p := sk.present; p != 0; p &= p - 1 {
+				out = append(out, crdt.UniqueKey(video, bits.TrailingZeros64(p)))
+			}
+		}
+		s.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b crdt.Key) int {
+		return cmp.Or(cmp.Compare(a.Video, b.Video), cmp.Compare(a.Event, b.Event))
+	})
+	return out
+}
+
+// len returns how many videos have a sketch and how many chunks those hold.
+func (t *uniqueTable) len() (videos, chunks int) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		videos += len(s.m)
+		for _, sk := range s.m {
+			chunks += bits.OnesCount64(sk.present)
+		}
+		s.mu.Unlock()
+	}
+	return videos, chunks
+}

@@ -89,7 +89,7 @@ func newEnvWith(t *testing.T, mutate func(*region.Config), opts func(*Options)) 
 			t.Errorf("close node: %v", err)
 		}
 	})
-	o := Options{Metrics: metrics}
+	o := Options{Metrics: metrics, Clock: clock.Now}
 	if opts != nil {
 		opts(&o)
 	}
@@ -1082,7 +1082,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 		`tally_http_requests_total{code="404",method="GET",`,
 		"tally_group_commit_fsync_seconds_bucket",
 		"tally_group_commit_fsync_seconds_count",
-		"tally_counters_in_memory 1",
+		"tally_counters_in_memory 4", // the view count and its minute, hour and day buckets
 		`tally_ingest_events_total{fate="counted"} 1`,
 		`tally_ingest_events_total{fate="duplicate"} 1`,
 		`tally_ingest_events_total{fate="rate_limited"} 0`,

@@ -62,6 +62,34 @@ func decodeViewBody(body []byte) (user string, clientMs int64, err error) {
 	return *req.UserID, ts, nil
 }
 
+// likeRequest is the body of POST /v1/likes.
+type likeRequest struct {
+	VideoID   *string         `json:"videoId"`
+	UserID    *string         `json:"userId"`
+	Timestamp json.RawMessage `json:"timestamp"`
+}
+
+// decodeLikeBody decodes the body of POST /v1/likes: the video and user (not
+// yet validated: the node does that) and the client's timestamp in unix ms
+// (0 if it sent none).
+func decodeLikeBody(body []byte) (video, user string, clientMs int64, err error) {
+	var req likeRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return "", "", 0, err
+	}
+	if req.VideoID == nil {
+		return "", "", 0, &region.InputError{Code: region.CodeInvalidVideoID, Message: "videoId is missing"}
+	}
+	if req.UserID == nil {
+		return "", "", 0, &region.InputError{Code: region.CodeInvalidUserID, Message: "userId is missing"}
+	}
+	ts, err := parseTimestamp(req.Timestamp)
+	if err != nil {
+		return "", "", 0, err
+	}
+	return *req.VideoID, *req.UserID, ts, nil
+}
+
 // decodeEventsBody decodes the body of POST /v1/events: a JSON array of at
 // most MaxBatchEvents events. It decodes one element at a time and stops at
 // the first one over the limit, so a body of tiny elements ("[{},{},...]")
@@ -96,6 +124,35 @@ func decodeEventsBody(body []byte) ([]batchEvent, error) {
 		return nil, errf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON body: data after the JSON value")
 	}
 	return events, nil
+}
+
+// maxQueryMs bounds the times a query accepts: 9999-12-31T23:59:59.999Z,
+// the last instant RFC 3339 can write.
+const maxQueryMs = 253_402_300_799_999
+
+// parseQueryTime parses the query parameter name (from, to): unix
+// milliseconds or an RFC 3339 time, between 1970 and 9999. A '+' of a zone
+// offset that the client did not percent-encode arrives as a space; it is
+// read as the '+' it was.
+func parseQueryTime(name, s string) (time.Time, error) {
+	bad := func(why string) error {
+		return errf(http.StatusBadRequest, CodeInvalidTime,
+			`%s %s: want unix milliseconds (e.g. 1763787600000) or an RFC 3339 time (e.g. 2026-11-22T05:00:00Z)`, name, why)
+	}
+	var ms int64
+	if v, err := strconv.ParseInt(s, 10, 64); err == nil {
+		ms = v
+	} else {
+		t, err := time.Parse(time.RFC3339Nano, strings.ReplaceAll(s, " ", "+"))
+		if err != nil {
+			return time.Time{}, bad(quoteShort(s) + " is neither an integer nor RFC 3339")
+		}
+		ms = t.UnixMilli()
+	}
+	if ms < 0 || ms > maxQueryMs {
+		return time.Time{}, bad(quoteShort(s) + " is before 1970 or after 9999")
+	}
+	return time.UnixMilli(ms).UTC(), nil
 }
 
 // decodeStrict decodes exactly one JSON value from body into v.

@@ -1,5 +1,8 @@
 // Package httpapi serves a tally node over HTTP with echo: the seed API
-// (POST and GET /videos/{id}/views), batch ingest (POST /v1/events), status,
+// (POST and GET /videos/{id}/views), batch ingest of every event type (POST
+// /v1/events), likes (POST /v1/likes, DELETE and GET /v1/likes/{id}), time
+// series (GET /v1/videos/{id}/counts), unique viewers (GET
+// /v1/videos/{id}/unique-viewers), trending (GET /v1/top), status,
 // health, readiness, Prometheus metrics, a live dashboard (GET /, its data
 // at GET /v1/dashboard) whose files are embedded in the binary, and admin
 // routes: the raw event log (GET /v1/audit/events, streamed NDJSON) and the

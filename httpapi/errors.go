@@ -21,6 +21,9 @@ const (
 	CodeOverloaded           = "overloaded"
 	CodeUnavailable          = "unavailable"
 	CodeInternal             = "internal"
+	// CodeInvalidTime: a from or to query parameter that is neither unix
+	// milliseconds nor an RFC 3339 time between 1970 and 9999.
+	CodeInvalidTime = "invalid_time"
 )
 
 // apiError is an error with its HTTP status and stable code.

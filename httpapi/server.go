@@ -51,6 +51,10 @@ type Options struct {
 	// PeerTimeout bounds each request the dashboard makes to a peer for its
 	// count. Zero means DefaultPeerTimeout.
 	PeerTimeout time.Duration
+	// Clock is the node's clock (region.Config.Clock), for the default end
+	// of a time series range ("now"): time buckets follow the node's clock,
+	// so the defaults must too. Nil means time.Now.
+	Clock func() time.Time
 
 	// AdminToken is the bearer token of the admin routes (the audit log,
 	// the gossip keyring). Empty turns the admin API off: every admin route
@@ -126,6 +130,9 @@ func New(node *region.Node, o Options) *Server {
 	if o.PeerTimeout <= 0 {
 		o.PeerTimeout = DefaultPeerTimeout
 	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
 	defaults := []struct {
 		v *time.Duration
 		d time.Duration
@@ -173,6 +180,12 @@ func New(node *region.Node, o Options) *Server {
 	e.POST("/videos/:videoId/views", s.postView, s.admit(viewCost))
 	e.GET("/videos/:videoId/views", s.getViews)
 	e.POST("/v1/events", s.postEvents, s.admit(batchCost))
+	e.POST("/v1/likes", s.postLike, s.admit(viewCost))
+	e.DELETE("/v1/likes/:videoId", s.deleteLike, s.admit(viewCost))
+	e.GET("/v1/likes/:videoId", s.getLikes)
+	e.GET("/v1/videos/:videoId/counts", s.getCounts)
+	e.GET("/v1/videos/:videoId/unique-viewers", s.getUniqueViewers)
+	e.GET("/v1/top", s.getTop)
 	e.GET("/v1/audit/events", s.auditEvents, s.requireAdmin)
 	e.GET("/v1/admin/gossip-keys", s.getGossipKeys, s.requireAdmin)
 	e.POST("/v1/admin/gossip-keys", s.postGossipKeys, s.requireAdmin)
@@ -191,6 +204,9 @@ func New(node *region.Node, o Options) *Server {
 	e.GET("/v1/dashboard", s.getDashboard)
 	return s
 }
+
+// now is the node's clock.
+func (s *Server) now() time.Time { return s.opts.Clock() }
 
 // Handler returns the API as an http.Handler (for tests and embedding).
 func (s *Server) Handler() http.Handler { return s.e }

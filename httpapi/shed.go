@@ -8,9 +8,9 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// Load shedding. Ingest requests (POST views, POST /v1/events) are admitted
-// against three bounds before their body is read: requests in flight on the
-// node, an estimate of the memory they hold (bytes), and requests in flight
+// Load shedding. Ingest requests (POST views, POST /v1/likes, DELETE
+// /v1/likes/{id}, POST /v1/events) are admitted against three bounds before
+// their body is read: requests in flight on the node, an estimate of the memory they hold (bytes), and requests in flight
 // per client address. Over a node bound the answer is 503 overloaded, over
 // the client bound 429 too_many_requests, both with Retry-After and nothing
 // counted. Memory under any load is then bounded by these budgets plus the

@@ -46,6 +46,9 @@ func videoParam(c echo.Context) string {
 	return v // an invalid escape stays as sent and fails ID validation
 }
 
+// postView is POST /videos/{videoId}/views, body {"userId":"u"} with an
+// optional "timestamp": one view, counted once per user, video and dedup
+// window (the seed API; unchanged by event types).
 func (s *Server) postView(c echo.Context) error {
 	video := videoParam(c)
 	if err := region.CheckID(region.CodeInvalidVideoID, "videoId", video); err != nil {
@@ -72,6 +75,8 @@ func (s *Server) postView(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
+// getViews is GET /videos/{videoId}/views: the video's view count, when it
+// last changed, and on a replicating node the count per region.
 func (s *Server) getViews(c echo.Context) error {
 	video := videoParam(c)
 	cnt, err := s.node.Views(video)
@@ -96,6 +101,24 @@ type batchEvent struct {
 	VideoID   string          `json:"videoId"`
 	UserID    string          `json:"userId"`
 	Timestamp json.RawMessage `json:"timestamp"`
+	// Event is the event type: "" or "view", "like", "unlike" (takes a like
+	// back), or another type the node counts (e.g. "share").
+	Event string `json:"event,omitempty"`
+}
+
+// eventUnlike is the batch event type of an unlike: a like taken back.
+const eventUnlike = "unlike"
+
+// view is the region.View of ev, sent from ip, whose client timestamp is ts.
+// A type name longer than any event type is refused here, so that the
+// error need not repeat it; any other unknown type is left for the node to
+// refuse, like any other invalid field.
+func (ev batchEvent) view(ts int64, ip string) (region.View, error) {
+	v := region.View{Video: ev.VideoID, User: ev.UserID, ClientMs: ts, IP: ip, Event: ev.Event}
+	if ev.Event == eventUnlike {
+		v.Event, v.Unlike = region.EventLike, true
+	}
+	return v, checkEventLen(ev.Event)
 }
 
 // batchResponse answers POST /v1/events.
@@ -109,10 +132,17 @@ type batchResponse struct {
 type notCountedJS struct {
 	Index   int    `json:"index"`
 	VideoID string `json:"videoId"`
-	Reason  string `json:"reason"`            // duplicate, rate_limited, or an input error code
+	// Reason is duplicate (for a like or unlike: the user was already in
+	// that state), rate_limited, denied, or an input error code.
+	Reason  string `json:"reason"`
 	Message string `json:"message,omitempty"` // for input errors
 }
 
+// postEvents is POST /v1/events: a JSON array of up to MaxBatchEvents events
+// ({"videoId","userId","timestamp"?,"event"?}), each recorded as its single
+// counterpart would be (a view, a like, an unlike, a share ...). An invalid
+// event is refused alone; the answer counts what became of each. For a like
+// or unlike, counted means it changed the user's state.
 func (s *Server) postEvents(c echo.Context) error {
 	body, err := readJSONBody(c, MaxBatchBody)
 	if err != nil {
@@ -137,7 +167,12 @@ func (s *Server) postEvents(c echo.Context) error {
 			reject(i, err)
 			continue
 		}
-		views = append(views, region.View{Video: ev.VideoID, User: ev.UserID, ClientMs: ts, IP: ip})
+		v, err := ev.view(ts, ip)
+		if err != nil {
+			reject(i, err)
+			continue
+		}
+		views = append(views, v)
 		index = append(index, i)
 	}
 	results, err := s.node.RecordViews(c.Request().Context(), views)

@@ -72,6 +72,10 @@ type Config struct {
 	// default minute buckets 7 days, hour buckets 1 year, day buckets
 	// forever (0).
 	Retention Retention
+	// DisableTimeBuckets turns time buckets off: events are counted in their
+	// totals only, and series and trending answer an error. It saves the
+	// memory and writes of three buckets per counter and minute.
+	DisableTimeBuckets bool
 	// TopWindows are the windows GET /v1/top serves (DefaultTopWindows if nil).
 	TopWindows []TopWindow
 	// Logger receives the node's structured logs. Nil discards them.

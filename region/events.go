@@ -40,6 +40,7 @@ const (
 	CodeTooManyPoints         = "too_many_points"
 	CodeInvalidWindow         = "invalid_window"
 	CodeInvalidK              = "invalid_k"
+	CodeTimeBucketsOff        = "time_buckets_off"
 )
 
 // MaxSeriesPoints bounds the points one Series call returns.
@@ -97,6 +98,9 @@ func (n *Node) counterTTL(k crdt.Key, nowMs int64) time.Duration {
 // ingested at nowMs falls in.
 func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry, error) {
 	var out [3]*counterEntry
+	if n.cfg.DisableTimeBuckets {
+		return out, nil
+	}
 	for i, b := range crdt.BucketsOf(video, event, nowMs) {
 		e, err := n.entry(b.Key())
 		if err != nil {
@@ -111,6 +115,9 @@ func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry
 // ingestMs in its buckets, skipping buckets already expired. Callers hold
 // the admission gate.
 func (n *Node) adjustBuckets(video, event string, ingestMs int64, down bool) error {
+	if n.cfg.DisableTimeBuckets {
+		return nil
+	}
 	nowMs := n.now().UnixMilli()
 	for _, b := range crdt.BucketsOf(video, event, ingestMs) {
 		if n.bucketExpiryMs(b) <= nowMs {
@@ -286,6 +293,9 @@ func (n *Node) Series(video, event string, from, to time.Time, step crdt.Resolut
 	if err := n.checkEvent(event); err != nil {
 		return Series{}, err
 	}
+	if n.cfg.DisableTimeBuckets {
+		return Series{}, inputErr(CodeTimeBucketsOff, "this node keeps no time buckets (started with time buckets disabled)")
+	}
 	if step < crdt.Minute || step > crdt.Day {
 		return Series{}, inputErr(CodeInvalidStep, "step must be minute, hour or day")
 	}
@@ -327,6 +337,9 @@ func (n *Node) Series(video, event string, from, to time.Time, step crdt.Resolut
 func (n *Node) Top(event, window string, k int) ([]VideoCount, error) {
 	if err := n.checkEvent(event); err != nil {
 		return nil, err
+	}
+	if n.cfg.DisableTimeBuckets {
+		return nil, inputErr(CodeTimeBucketsOff, "this node keeps no time buckets (started with time buckets disabled), so it has no trending windows")
 	}
 	if k < 1 || k > MaxTopK {
 		return nil, inputErr(CodeInvalidK, "k must be between 1 and %d", MaxTopK)

@@ -537,7 +537,9 @@ func (n *Node) count(e *counterEntry, buckets [3]*counterEntry, down bool, nowMs
 	for i := -1; i < len(buckets); i++ {
 		c := e
 		if i >= 0 {
-			c = buckets[i]
+			if c = buckets[i]; c == nil {
+				continue // time buckets are off
+			}
 		}
 		if down {
 			n.counters.decrement(c, n.id.Replica, nowMs)

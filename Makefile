@@ -69,6 +69,9 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzDecodeStored -fuzztime=$(FUZZTIME) ./store/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeViewBody -fuzztime=$(FUZZTIME) ./httpapi/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeEventsBody -fuzztime=$(FUZZTIME) ./httpapi/
+	$(GO) test -run=NONE -fuzz=FuzzDecodeLikeBody -fuzztime=$(FUZZTIME) ./httpapi/
+	$(GO) test -run=NONE -fuzz=FuzzParseQueryTime -fuzztime=$(FUZZTIME) ./httpapi/
+	$(GO) test -run=NONE -fuzz=FuzzChunkFromState -fuzztime=$(FUZZTIME) ./crdt/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeAuditStream -fuzztime=$(FUZZTIME) ./cmd/tally/
 
 clean:

@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/tallyhq/tally/region"
 )
 
 // Unique viewers: a HyperLogLog sketch per video, fed by counted views and
@@ -20,7 +22,7 @@ type uniqueViewersResponse struct {
 
 // uniqueViewersStdErr is the relative standard error of the node's
 // HyperLogLog sketches (precision 14: 1.04/√16384).
-const uniqueViewersStdErr = 0.0081
+const uniqueViewersStdErr = region.UniqueViewersStdError
 
 // getUniqueViewers is GET /v1/videos/{videoId}/unique-viewers: an estimate
 // of the distinct users who viewed the video, merged across regions.

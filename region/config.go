@@ -170,7 +170,7 @@ func (c Config) Validate() error {
 	check(c.IPRate >= 0 && (c.IPRate == 0 || c.IPBurst >= 1), "ip rate %v/s burst %d: want 0 (off) or > 0 with burst ≥ 1", c.IPRate, c.IPBurst)
 	check(c.RateLimitKeys >= 16, "rate limit keys %d: want at least 16", c.RateLimitKeys)
 	check(c.MaxPending >= 1, "max pending %d: want at least 1", c.MaxPending)
-	seen := map[string]bool{EventView: true, EventLike: true}
+	seen := map[string]bool{EventView: true, EventLike: true, "unlike": true}
 	for _, ev := range c.EventTypes {
 		check(validID(ev) && len(ev) <= MaxEventLen, "event type %q: want 1-%d bytes of [A-Za-z0-9_.:-]", ev, MaxEventLen)
 		check(!seen[ev] || ev == EventView || ev == EventLike, "event type %q: listed twice", ev)

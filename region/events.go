@@ -344,6 +344,9 @@ func (n *Node) Top(event, window string, k int) ([]VideoCount, error) {
 	if k < 1 || k > MaxTopK {
 		return nil, inputErr(CodeInvalidK, "k must be between 1 and %d", MaxTopK)
 	}
+	if len(window) > 16 {
+		window = window[:16] + "…"
+	}
 	out, err := n.trends.top(event, window, k, n.now().UnixMilli())
 	if err != nil {
 		return nil, &InputError{Code: CodeInvalidWindow, Message: err.Error()}
@@ -365,6 +368,12 @@ func (n *Node) Likes(video string) (uint64, error) {
 
 // Liked reports whether user likes video, as this node knows it.
 func (n *Node) Liked(video, user string) bool { return n.likes.liked(video, user) }
+
+// UniqueViewersStdError is the relative standard error of UniqueViewers.
+const UniqueViewersStdError = crdt.HLLStdError
+
+// Now is the node's clock (the simulator's and tests' fake one if set).
+func (n *Node) Now() time.Time { return n.now() }
 
 // UniqueViewers estimates the distinct users who viewed video, from a
 // HyperLogLog sketch (precision 14: standard error 0.81%) merged across

@@ -87,6 +87,22 @@ func serveFlags(cfg *region.Config, ss *serveSettings, cl *clusterFlags) *flag.F
 	fs.IntVar(&cfg.UserBurst, "user-burst", cfg.UserBurst, "burst size of --user-rate, in views")
 	fs.Float64Var(&cfg.IPRate, "ip-rate", cfg.IPRate, "views per second one client IP may make (0: no per-IP limit)")
 	fs.IntVar(&cfg.IPBurst, "ip-burst", cfg.IPBurst, "burst size of --ip-rate, in views")
+	fs.Func("event-types", "comma-separated event `types` counted besides view and like, each once per user, video and dedup window (default \"share\"; empty: none)", func(s string) error {
+		cfg.EventTypes = nil
+		for _, ev := range strings.Split(s, ",") {
+			if ev = strings.TrimSpace(ev); ev != "" {
+				cfg.EventTypes = append(cfg.EventTypes, ev)
+			}
+		}
+		return nil
+	})
+	fs.DurationVar(&cfg.Retention.Minute, "minute-retention", cfg.Retention.Minute, "how long minute buckets of counts are kept (0: forever)")
+	fs.DurationVar(&cfg.Retention.Hour, "hour-retention", cfg.Retention.Hour, "how long hour buckets of counts are kept (0: forever)")
+	fs.DurationVar(&cfg.Retention.Day, "day-retention", cfg.Retention.Day, "how long day buckets of counts are kept (0: forever)")
+	fs.BoolFunc("no-time-buckets", "count totals only: no minute/hour/day series and no trending (saves memory and writes)", func(string) error {
+		cfg.DisableTimeBuckets = true
+		return nil
+	})
 	fs.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "writes that may wait for the next group commit before ingest sheds with 503")
 	fs.StringVar(&ss.denyList, "deny-list", "", "`file` of users (user:ID) and client addresses (ip:ADDR or ip:NET/BITS), one per line, whose views are logged as denied and never counted")
 	fs.StringVar(&ss.adminToken, "admin-token", "", "bearer `token` of the admin routes (raw event log, gossip keyring); empty turns them off. Prefer TALLY_ADMIN_TOKEN: a flag shows in ps")

@@ -183,8 +183,11 @@ func (c Config) Validate() error {
 	}
 	check((r.Hour == 0 || r.Minute != 0 && r.Minute <= r.Hour) && (r.Day == 0 || r.Hour != 0 && r.Hour <= r.Day),
 		"retention minute %v, hour %v, day %v: a coarser resolution must be kept at least as long (0 = forever)", r.Minute, r.Hour, r.Day)
+	names := map[string]bool{}
 	for _, w := range c.TopWindows {
 		check(w.Name != "" && w.Buckets >= 1 && w.Res >= crdt.Minute && w.Res <= crdt.Day, "top window %q: want a name, a resolution and at least one bucket", w.Name)
+		check(!names[w.Name], "top window %q: listed twice", w.Name)
+		names[w.Name] = true
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))

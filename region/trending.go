@@ -71,7 +71,7 @@ type trendTracker struct {
 	hwMs   atomic.Int64 // the largest nowMs seen
 	shards [trendShards]trendShard
 
-	cacheMu sync.Mutex                     // protects the cache map (each entry has its own lock)
+	cacheMu sync.RWMutex                   // protects the cache map, not its entries
 	cache   map[topCacheKey]*topCacheEntry // computed top lists
 }
 
@@ -80,6 +80,7 @@ type trendShard struct {
 	mu     sync.Mutex                      // protects series and values
 	series map[trendSeriesKey]*trendSeries // by event and resolution
 	values int                             // (video, bucket) values held
+	_      [40]byte                        // one shard per 64-byte cache line: no false sharing of locks
 }
 
 // trendSeriesKey names the buckets of one event at one resolution.
@@ -113,13 +114,25 @@ type trendWindow struct {
 // topCacheKey names a cached top list.
 type topCacheKey struct{ event, window string }
 
-// topCacheEntry is a top list computed as of atMs with up to k videos.
+// topCacheEntry holds the latest top list of one (event, window).
 type topCacheEntry struct {
-	mu     sync.Mutex // protects the fields below; held while computing, so concurrent misses compute once
-	valid  bool
+	list atomic.Pointer[topList] // nil until computed; read without locks on a hit
+	mu   sync.Mutex              // held while computing, so that concurrent misses compute once
+}
+
+// topList is a top list computed as of atMs for up to k videos. It is never
+// modified once stored.
+type topList struct {
 	atMs   int64
 	k      int
 	videos []VideoCount
+}
+
+// answers reports whether l may answer a query for k videos at now: it is
+// under topCacheMs old, and either computed for at least k videos or shorter
+// than its k (then it holds every video with a count).
+func (l *topList) answers(k int, now int64) bool {
+	return l != nil && now >= l.atMs && now-l.atMs < topCacheMs && (k <= l.k || len(l.videos) < l.k)
 }
 
 // newTrendTracker returns a tracker serving windows (DefaultTopWindows if
@@ -178,7 +191,10 @@ func (t *trendTracker) shardOf(video string) *trendShard {
 }
 
 // observe records that bucket b's durable value is now value, at nowMs on
-// the node's clock. Buckets older than every window of b.Res are ignored.
+// the node's clock; value may be lower than the last one (an unlike, a
+// compensation). Buckets older than every window of b.Res are ignored;
+// buckets ahead of the clock (a peer's clock is ahead of ours) are kept,
+// however far ahead, and count from when the clock reaches them.
 func (t *trendTracker) observe(b crdt.BucketKey, value uint64, nowMs int64) {
 	if b.Res < crdt.Minute || b.Res > crdt.Day || len(t.byRes[b.Res]) == 0 {
 		return // no window reads this resolution
@@ -359,22 +375,31 @@ func (t *trendTracker) top(event, window string, k int, nowMs int64) ([]VideoCou
 	}
 	now := t.now(nowMs)
 	e := t.cacheEntry(topCacheKey{event: event, window: window})
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	fresh := e.valid && now >= e.atMs && now-e.atMs < topCacheMs
-	// A list shorter than its k holds every video with a count: it answers any k.
-	if !fresh || (k > e.k && len(e.videos) == e.k) {
-		e.videos, e.k, e.atMs, e.valid = t.compute(event, id, k, now), k, now, true
+	l := e.list.Load()
+	if !l.answers(k, now) {
+		e.mu.Lock()
+		// Another caller may have computed it, or moved the clock, meanwhile.
+		now = t.now(nowMs)
+		if l = e.list.Load(); !l.answers(k, now) {
+			l = &topList{atMs: now, k: k, videos: t.compute(event, id, k, now)}
+			e.list.Store(l)
+		}
+		e.mu.Unlock()
 	}
-	return slices.Clone(e.videos[:min(k, len(e.videos))]), nil
+	return slices.Clone(l.videos[:min(k, len(l.videos))]), nil
 }
 
 // cacheEntry returns the cache entry of key, creating it if need be.
 func (t *trendTracker) cacheEntry(key topCacheKey) *topCacheEntry {
+	t.cacheMu.RLock()
+	e := t.cache[key]
+	t.cacheMu.RUnlock()
+	if e != nil {
+		return e
+	}
 	t.cacheMu.Lock()
 	defer t.cacheMu.Unlock()
-	e := t.cache[key]
-	if e == nil {
+	if e = t.cache[key]; e == nil {
 		if len(t.cache) >= maxTopCacheEntries {
 			t.cache = make(map[topCacheKey]*topCacheEntry)
 		}

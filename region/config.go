@@ -184,9 +184,15 @@ func (c Config) Validate() error {
 	check((r.Hour == 0 || r.Minute != 0 && r.Minute <= r.Hour) && (r.Day == 0 || r.Hour != 0 && r.Hour <= r.Day),
 		"retention minute %v, hour %v, day %v: a coarser resolution must be kept at least as long (0 = forever)", r.Minute, r.Hour, r.Day)
 	names := map[string]bool{}
-	for _, w := range c.TopWindows {
+	windows := c.TopWindows
+	if windows == nil && !c.DisableTimeBuckets {
+		windows = DefaultTopWindows
+	}
+	for _, w := range windows {
 		check(w.Name != "" && w.Buckets >= 1 && w.Res >= crdt.Minute && w.Res <= crdt.Day, "top window %q: want a name, a resolution and at least one bucket", w.Name)
 		check(!names[w.Name], "top window %q: listed twice", w.Name)
+		keep := r.Of(w.Res)
+		check(keep == 0 || time.Duration(w.Buckets)*w.Res.Duration() <= keep, "top window %q: %d %s buckets reach back further than their retention %v", w.Name, w.Buckets, w.Res, keep)
 		names[w.Name] = true
 	}
 	if len(errs) > 0 {

@@ -305,6 +305,7 @@ func TestBucketsExpire(t *testing.T) {
 	cfg := func(r string) Config {
 		c := regionConfig(clock, r)
 		c.Retention = Retention{Minute: 10 * time.Minute, Hour: 48 * time.Hour}
+		c.TopWindows = []TopWindow{{Name: "5m", Res: crdt.Minute, Buckets: 5}, {Name: "24h", Res: crdt.Hour, Buckets: 24}}
 		return c
 	}
 	us := b.join(t, "us-1", openNode(t, cfg("us")))

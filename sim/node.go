@@ -28,11 +28,25 @@ type node struct {
 	stallUntil time.Duration // disk stalled: no commit before this
 	// pending are the submissions not yet in a durable batch: a crash loses them.
 	pending []*submission
-	// last is the latest durable count read per video (monotonicity).
-	last []uint64
-	// lastGross is the latest Value + Compensated per video: every count
-	// ever made, which never decreases (Value does, by compensations).
-	lastGross []uint64
+	// last is the latest durable count read per deduplicated event type
+	// (view, share) and video (monotonicity).
+	last [numDedup][]uint64
+	// lastGross is the latest Value + Compensated per event type and video:
+	// every count ever made, which never decreases (Value does, by
+	// compensations).
+	lastGross [numDedup][]uint64
+	// likes, likeNet and liked are the latest like count, like counter
+	// (ΣP − ΣN) and, per user of acct.likers, Liked, per video.
+	likes   []uint64
+	likeNet []int64
+	likeN   []uint64 // ΣN of the like counter
+	liked   [][]bool
+
+	// hiClock is the latest reading (unix ms) the node ever took of its
+	// clock; topHi is hiClock just after the current incarnation's last Top
+	// call (0 if none): its top list is cached until 1 s past that.
+	hiClock int64
+	topHi   int64
 
 	replica   crdt.ReplicaID
 	replicas  int // replica IDs taken so far (1 + restarts that needed a new one)
@@ -62,7 +76,11 @@ func (s *Sim) openNode(nd *node) error {
 	cfg.Region = s.regions[nd.region]
 	cfg.Store = nd.st
 	cfg.ManualCommit = true
-	cfg.Clock = func() time.Time { return s.nodeTime(nd) }
+	cfg.Clock = func() time.Time {
+		t := s.nodeTime(nd)
+		nd.hiClock = max(nd.hiClock, t.UnixMilli())
+		return t
+	}
 	cfg.Durability = s.p.Durability
 	cfg.DedupWindow = s.p.DedupWindow
 	cfg.UserRate, cfg.UserBurst = s.p.UserRate, s.p.UserBurst
@@ -71,6 +89,7 @@ func (s *Sim) openNode(nd *node) error {
 		return fmt.Errorf("open node %s: %w", nd.name, err)
 	}
 	nd.inc++
+	nd.topHi = 0
 	ec := replication.DefaultConfig(replication.NodeID(nd.name))
 	ec.SyncInterval = s.p.SyncInterval
 	ec.RetryTimeout = s.p.RetryTimeout
@@ -164,7 +183,7 @@ func (s *Sim) crash(nd *node, why string) {
 	if !nd.up {
 		return
 	}
-	s.sampleNode(nd) // what it durably had, to compare after the restart
+	s.sampleNode(nd, sampleFull) // what it durably had, to compare after the restart
 	nd.up, nd.n = false, nil
 	nd.inc++
 	nd.commitDue = false
@@ -195,7 +214,7 @@ func (s *Sim) shutdown(nd *node) {
 	for _, sub := range pending {
 		s.durable(sub)
 	}
-	s.sampleNode(nd)
+	s.sampleNode(nd, sampleFull)
 	nd.up, nd.n = false, nil
 	nd.inc++
 	nd.commitDue = false
@@ -216,7 +235,7 @@ func (s *Sim) restart(nd *node) {
 	}
 	nd.n.SetPeers(s.peersFor(nd)) // it learns the members on join
 	s.tracef("restart %s replica=%s", nd.name, nd.replica)
-	s.sampleNode(nd) // must not show less than before the crash
+	s.sampleNode(nd, sampleFull) // must not show less than before the crash
 	s.membershipChanged()
 }
 

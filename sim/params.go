@@ -31,14 +31,19 @@ type Params struct {
 	Duration       time.Duration
 	ConvergeWithin time.Duration
 
-	// Workload: Views client views spread over Duration, from Users users
+	// Workload: Views client events spread over Duration, from Users users
 	// (each with a home region and a sticky node there) on Videos videos
-	// (Zipf-like popularity). Repeat is the fraction of views that repeat one
-	// of the user's recent videos (inside the dedup window).
+	// (Zipf-like popularity). Repeat is the fraction of events that repeat
+	// one of the user's recent videos (inside the dedup window). Of the
+	// events, the fraction Likes are like/unlike toggles (the user likes the
+	// video if they did not, else takes the like back) and Shares are shares
+	// (deduplicated per user and window like views); the rest are views.
 	Views  int
 	Users  int
 	Videos int
 	Repeat float64
+	Likes  float64
+	Shares float64
 	// ClientTimeout is how long a client waits for an answer before it
 	// fails over to a node of another region and resends.
 	ClientTimeout time.Duration
@@ -97,6 +102,8 @@ func DefaultParams() Params {
 		Users:          300,
 		Videos:         20,
 		Repeat:         0.2,
+		Likes:          0.2,
+		Shares:         0.1,
 		ClientTimeout:  time.Second,
 		Durability:     region.DurabilitySync,
 		DedupWindow:    24 * time.Hour,
@@ -148,6 +155,7 @@ func (p Params) Validate() error {
 	check(p.ConvergeWithin > 0, "converge-within %v: want > 0", p.ConvergeWithin)
 	check(p.Views >= 0 && p.Users >= 1 && p.Videos >= 1, "views/users/videos %d/%d/%d: want ≥0/≥1/≥1", p.Views, p.Users, p.Videos)
 	check(p.Repeat >= 0 && p.Repeat <= 1, "repeat %v: want 0..1", p.Repeat)
+	check(p.Likes >= 0 && p.Shares >= 0 && p.Likes+p.Shares <= 1, "likes %v shares %v: want fractions with likes + shares ≤ 1", p.Likes, p.Shares)
 	check(p.ClientTimeout > 0, "client-timeout %v: want > 0", p.ClientTimeout)
 	check(p.Durability == region.DurabilitySync || p.Durability == region.DurabilityAsync, "durability %q: want sync or async", p.Durability)
 	check(p.DedupWindow >= time.Second, "dedup-window %v: want ≥ 1s", p.DedupWindow)
@@ -179,10 +187,12 @@ func (p *Params) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&p.Nodes, "nodes", p.Nodes, "nodes per region")
 	fs.DurationVar(&p.Duration, "duration", p.Duration, "simulated time of workload and faults (safety phase)")
 	fs.DurationVar(&p.ConvergeWithin, "converge-within", p.ConvergeWithin, "bound on simulated time from heal to every replica equal to the reference (liveness phase)")
-	fs.IntVar(&p.Views, "views", p.Views, "client views sent during the safety phase")
+	fs.IntVar(&p.Views, "views", p.Views, "client events (views, shares, likes) sent during the safety phase")
 	fs.IntVar(&p.Users, "users", p.Users, "distinct users")
 	fs.IntVar(&p.Videos, "videos", p.Videos, "distinct videos")
-	fs.Float64Var(&p.Repeat, "repeat", p.Repeat, "`fraction` of views repeating one of the user's recent videos")
+	fs.Float64Var(&p.Repeat, "repeat", p.Repeat, "`fraction` of events repeating one of the user's recent videos")
+	fs.Float64Var(&p.Likes, "likes", p.Likes, "`fraction` of events that are like/unlike toggles")
+	fs.Float64Var(&p.Shares, "shares", p.Shares, "`fraction` of events that are shares")
 	fs.DurationVar(&p.ClientTimeout, "client-timeout", p.ClientTimeout, "client waits this long for an answer before failing over to another region")
 	fs.Func("durability", "sync or async (default sync)", func(s string) error {
 		p.Durability = region.Durability(s)
@@ -231,6 +241,8 @@ func (p Params) fields() [][2]string {
 		{"users", strconv.Itoa(p.Users)},
 		{"videos", strconv.Itoa(p.Videos)},
 		{"repeat", f(p.Repeat)},
+		{"likes", f(p.Likes)},
+		{"shares", f(p.Shares)},
 		{"client-timeout", fmtDur(p.ClientTimeout)},
 		{"durability", string(p.Durability)},
 		{"dedup-window", fmtDur(p.DedupWindow)},
@@ -345,6 +357,11 @@ func (p Params) swarmed() Params {
 	case 1:
 		p.Regions, p.Nodes = min(p.Regions, 3), 1
 	}
+	// The event mix: likes and shares in every run (unless set to 0), at
+	// rates from light to dominant. Drawn last, so that the draws above are
+	// those of the runs before likes and shares existed.
+	p.Likes = min(p.Likes*[]float64{0.25, 0.5, 1, 2, 3}[r.Intn(5)], 0.6)
+	p.Shares = min(p.Shares*[]float64{0.5, 1, 2, 3}[r.Intn(4)], 0.3)
 	return p
 }
 

@@ -41,13 +41,13 @@ func (s *Sim) plotSample() {
 		if !nd.up {
 			continue
 		}
-		v := int64(val(nd.last))
+		v := int64(val(nd.last[evView]))
 		if row[nd.region] < 0 || v < row[nd.region] {
 			row[nd.region] = v
 		}
 	}
 	pd.times = append(pd.times, s.now)
-	pd.ref = append(pd.ref, val(s.acct.ref))
+	pd.ref = append(pd.ref, val(s.acct.ref[evView]))
 	pd.regions = append(pd.regions, row)
 }
 

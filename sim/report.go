@@ -35,6 +35,16 @@ type stats struct {
 	timeouts, refused, gaveUp        int
 	lateReplies                      int
 	inTransit                        int
+	// Per kind of event (view, share, like, unlike): sent, and answered
+	// counted or duplicate.
+	ops, kindCounted, kindDuplicate [numOpKinds]int
+	// likeIntentsChecked are the (video, user) pairs whose final like
+	// state the run could predict and checked; likeLastAckOverridden the
+	// pairs whose last like event was acknowledged (counted or duplicate)
+	// and yet the converged state is the other one: a region that had not
+	// heard of the user's latest transitions answered it (see
+	// testdata/known_bugs/stale_like_lost.txt).
+	likeIntentsChecked, likeLastAckOverridden int
 }
 
 // Result is the outcome of one seed.
@@ -49,13 +59,24 @@ type Result struct {
 	Converge       time.Duration
 	ConvergeVideos []time.Duration
 	MaxDivergence  uint64
-	DoubleCounted  int
+	DoubleCounted  int // views
 	AckedLost      int
 	LostCounted    int
 	Acked          int
-	Reference      uint64
-	Messages       uint64
-	Bytes          uint64
+	Reference      uint64 // views
+	// Shares is the reference share count (all videos), SharesDoubleCounted
+	// the shares counted twice and compensated.
+	Shares              uint64
+	SharesDoubleCounted int
+	// Likes is the converged like count (all videos); LikeTransitions the
+	// likes and unlikes that changed a user's state where they were made;
+	// Compensations the compensations per event type (view, share, like)
+	// in the nodes' raw event logs, read once converged.
+	Likes           uint64
+	LikeTransitions int
+	Compensations   [numEvents]uint64
+	Messages        uint64
+	Bytes           uint64
 }
 
 func (s *Sim) result() Result {
@@ -65,20 +86,27 @@ func (s *Sim) result() Result {
 		Passed:        s.fail == nil,
 		Converge:      -1,
 		MaxDivergence: s.acct.maxDiv,
-		DoubleCounted: s.acct.doubleCounted(),
+		DoubleCounted: s.acct.doubleCounted(evView),
 		AckedLost:     s.ackedLost(),
 		LostCounted:   s.acct.lostCounted,
 		Acked:         s.stats.acked,
 		Messages:      s.stats.msgs,
 		Bytes:         s.stats.bytes,
 	}
-	for _, v := range s.acct.ref {
+	for _, v := range s.acct.ref[evView] {
 		r.Reference += v
 	}
+	for _, v := range s.acct.ref[evShare] {
+		r.Shares += v
+	}
+	r.SharesDoubleCounted = s.acct.doubleCounted(evShare)
+	r.LikeTransitions = s.acct.likeTransitions
+	r.Compensations = s.acct.compensations
 	if s.fail != nil {
 		r.Failure = s.fail.reason + " at t=" + fmtSec(s.fail.at)
 	}
 	if s.phase == phaseDone {
+		r.Likes = s.acct.likes
 		for _, c := range s.acct.convergedSince {
 			r.ConvergeVideos = append(r.ConvergeVideos, max(c-s.healAt, 0))
 		}
@@ -96,12 +124,17 @@ func (s *Sim) progress() {
 		}
 	}
 	cut, clogged := s.net.cutLinks()
-	var ref uint64
-	for _, v := range s.acct.ref {
+	var ref, shares uint64
+	for _, v := range s.acct.ref[evView] {
 		ref += v
 	}
-	s.printf("t=%s views=%d acked=%d ref=%d maxdiv=%d msgs=%d up=%d/%d cut=%d clogged=%d\n",
-		fmtSec(s.now), s.stats.views, s.stats.acked, ref, s.acct.maxDiv, s.stats.msgs, up, len(s.nodes), cut, clogged)
+	for _, v := range s.acct.ref[evShare] {
+		shares += v
+	}
+	st := &s.stats
+	s.printf("t=%s views=%d shares=%d likes=%d acked=%d ref=%d shared=%d transitions=%d maxdiv=%d msgs=%d up=%d/%d cut=%d clogged=%d\n",
+		fmtSec(s.now), st.views, st.ops[opShare], st.ops[opLike]+st.ops[opUnlike], st.acked, ref, shares, s.acct.likeTransitions,
+		s.acct.maxDiv, st.msgs, up, len(s.nodes), cut, clogged)
 }
 
 // report prints the final report and the verdict.
@@ -137,8 +170,20 @@ func (s *Sim) report(r Result, base Params) {
 		st.views, st.attempts, st.failovers, st.timeouts, st.refused, st.gaveUp, st.lateReplies)
 	s.printf("  fates: counted=%d duplicate=%d rate_limited=%d; acked=%d (counted %d)\n",
 		st.counted, st.duplicates, st.rateLimited, st.acked, st.ackedCounted)
+	var kinds2 []string
+	for k := range numOpKinds {
+		kinds2 = append(kinds2, fmt.Sprintf("%s=%d (counted %d, duplicate %d)", k, st.ops[k], st.kindCounted[k], st.kindDuplicate[k]))
+	}
+	s.printf("  events: %s\n", strings.Join(kinds2, " "))
 	s.printf("  reference=%d doubleCounted=%d (compensated) ackedLost=%d lostUnacked=%d\n",
 		r.Reference, r.DoubleCounted, r.AckedLost, r.LostCounted-r.AckedLost)
+	s.printf("  shares: reference=%d doubleCounted=%d; likes: converged=%d transitions=%d users-checked=%d last-ack-overridden=%d\n",
+		r.Shares, r.SharesDoubleCounted, r.Likes, r.LikeTransitions, st.likeIntentsChecked, st.likeLastAckOverridden)
+	if s.phase == phaseDone {
+		s.printf("  compensations (raw event logs): view=%d share=%d like=%d\n", r.Compensations[evView], r.Compensations[evShare], r.Compensations[evLike])
+		s.printf("  derived state: buckets = totals, unique viewers = reference sketch, top(view, %s) checked on %d nodes (%d outside the window)\n",
+			topWindow, s.topChecked, s.topSkipped)
+	}
 	if s.diagnosis != "" {
 		s.printf("%s", s.diagnosis)
 	}

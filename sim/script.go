@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/region"
 )
 
@@ -23,16 +25,27 @@ import (
 //	regions us eu ap [nodes=1] [durability=sync] [seed=1] [videos=3] [client-timeout=1s]
 //	        [repair-interval=30s] [log-capacity=N] [batch-keys=N]
 //	views TARGET N [video=v1|*] [users=PREFIX] N views from N users homed on TARGET's nodes; wait for answers
-//	view USER VIDEO [via=NODE]                 one view, failover included; wait; print its trail
+//	view USER VIDEO [via=NODE] [at=NODE]       one view, failover included; wait; print its trail
+//	                                           (via: the home of a new user; at: the node of the first attempt)
+//	share|like|unlike USER VIDEO [via=NODE] [at=NODE]  the same for a share, a like or an unlike
 //	submit NODE N [video=v1]                   N views handed to NODE now, no time passes (a crash loses them)
 //	tick DURATION                              let simulated time pass
 //	partition A B | partition A -> B | isolate REGION | clog A B | heal
 //	crash NODE | restart NODE | stall NODE DURATION | jump NODE ±DURATION | flap NODE DURATION
 //	counts [VIDEO]                             every node's durable count and the reference
+//	likes VIDEO                                every node's like count, like counter and users liking
+//	buckets VIDEO [EVENT]                      every node's Σ minute, hour and day buckets and counter
+//	top [EVENT]                                every node's Top(EVENT, 1h) (and, for views, the reference)
+//	uniques VIDEO                              every node's UniqueViewers and the reference sketch's estimate
 //	stats                                      reference, doubleCounted, ackedLost, ...
 //	status                                     every node's replication engine state per peer
-//	expect converged within DURATION           run until every replica equals the reference
-//	expect count VIDEO = N                     every live replica shows N
+//	expect converged within DURATION           run until every replica equals the reference (and
+//	                                           agrees on likes, buckets, unique viewers, top)
+//	expect count VIDEO = N [event=share]       every live replica shows N
+//	expect likes VIDEO = N                     every live replica has N likes and a like counter of N
+//	expect liked USER VIDEO = true|false       every live replica answers Liked so
+//	expect compensations EVENT = N             the raw event logs hold N compensations of EVENT
+//	expect top EVENT = [v1=N ...]              every live replica's Top(EVENT, 1h) is this list
 //	expect doubleCounted = N | expect ackedLost = N | expect ref VIDEO = N
 //
 // TARGET, A and B name a region ("us") or a node ("us-1").
@@ -178,10 +191,11 @@ func (sc *script) exec(cmd string) (string, error) {
 		}
 		sc.await(vs)
 		fmt.Fprint(&out, summarise(vs))
-	case "view":
+	case "view", "share", "like", "unlike":
 		if len(f) < 3 {
-			return "", errors.New("usage: view USER VIDEO [via=NODE]")
+			return "", fmt.Errorf("usage: %s USER VIDEO [via=NODE] [at=NODE]", f[0])
 		}
+		kind := opKind(slices.Index(opNames[:], f[0]))
 		opts := options(f[3:])
 		home := s.nodes[0]
 		if via := opts["via"]; via != "" {
@@ -189,12 +203,18 @@ func (sc *script) exec(cmd string) (string, error) {
 				return "", fmt.Errorf("no node %q", via)
 			}
 		}
+		var first *node
+		if name := opts["at"]; name != "" {
+			if first = s.byName[name]; first == nil {
+				return "", fmt.Errorf("no node %q", name)
+			}
+		}
 		video, err := sc.video(f[2])
 		if err != nil {
 			return "", err
 		}
 		u := sc.namedUser(f[1], home)
-		v := s.startView(u, video)
+		v := s.startOp(u, video, kind, first)
 		sc.await([]*view{v})
 		status := "gave up"
 		if v.acked {
@@ -220,9 +240,10 @@ func (sc *script) exec(cmd string) (string, error) {
 		counted := 0
 		for i := range n {
 			u := sc.user("", i, nd)
-			v := &view{id: len(s.views), u: u, video: video, attempt: 1}
+			v := &view{id: len(s.views), u: u, video: video, attempt: 1, nodes: []*node{nd}}
 			s.views = append(s.views, v)
 			s.stats.views++
+			s.stats.ops[opView]++
 			s.stats.attempts++
 			s.arrive(v, 1, nd, time.Millisecond)
 			s.after(s.p.ClientTimeout, func() { s.clientGaveUpOn(v, 1, nd, "timeout") })
@@ -337,26 +358,112 @@ func (sc *script) exec(cmd string) (string, error) {
 			vids = append(vids, v)
 		} else {
 			for vi := range s.videos {
-				if s.acct.ref[vi] > 0 {
+				if s.acct.ref[evView][vi] > 0 {
 					vids = append(vids, vi)
 				}
 			}
 		}
 		for _, nd := range s.nodes {
 			if nd.up {
-				s.sampleNode(nd)
+				s.sampleNode(nd, sampleCounts)
 			}
 		}
 		for _, vi := range vids {
-			fmt.Fprintf(&out, "%s ref=%d:", s.videos[vi], s.acct.ref[vi])
+			fmt.Fprintf(&out, "%s ref=%d:", s.videos[vi], s.acct.ref[evView][vi])
 			for _, nd := range s.nodes {
 				if nd.up {
-					fmt.Fprintf(&out, " %s=%d", nd.name, nd.last[vi])
+					fmt.Fprintf(&out, " %s=%d", nd.name, nd.last[evView][vi])
 				} else {
 					fmt.Fprintf(&out, " %s=down", nd.name)
 				}
 			}
 			out.WriteString("\n")
+		}
+	case "likes":
+		vi, err := sc.video(argStr(f, 1))
+		if err != nil {
+			return "", err
+		}
+		for _, nd := range s.nodes {
+			if !nd.up {
+				fmt.Fprintf(&out, "%s down\n", nd.name)
+				continue
+			}
+			s.sampleNode(nd, sampleFull)
+			var users []string
+			for i, ui := range s.acct.likers[vi] {
+				if nd.liked[vi][i] {
+					users = append(users, s.users[ui].id)
+				}
+			}
+			fmt.Fprintf(&out, "%s likes=%d counter=%d liked by [%s]\n", nd.name, nd.likes[vi], nd.likeNet[vi], strings.Join(users, " "))
+		}
+	case "buckets":
+		vi, err := sc.video(argStr(f, 1))
+		if err != nil {
+			return "", err
+		}
+		event := region.EventView
+		if len(f) > 2 {
+			event = f[2]
+		}
+		from, to, ok := s.bucketRange()
+		if !ok {
+			return "nothing counted", nil
+		}
+		for _, nd := range s.nodes {
+			if !nd.up {
+				fmt.Fprintf(&out, "%s down\n", nd.name)
+				continue
+			}
+			net, err := nd.n.NetCount(s.videos[vi], event)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&out, "%s counter=%d", nd.name, net)
+			for _, res := range crdt.Resolutions {
+				sr, err := nd.n.Series(s.videos[vi], event, from, to, res)
+				if err != nil {
+					return "", err
+				}
+				fmt.Fprintf(&out, " Σ%s=%d", res, sr.Total)
+			}
+			out.WriteString("\n")
+		}
+	case "uniques":
+		vi, err := sc.video(argStr(f, 1))
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&out, "%s ref=%d (%d viewers):", s.videos[vi], s.acct.uniques(vi), s.acct.viewers[vi])
+		for _, nd := range s.nodes {
+			if !nd.up {
+				fmt.Fprintf(&out, " %s=down", nd.name)
+				continue
+			}
+			n, err := nd.n.UniqueViewers(s.videos[vi])
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&out, " %s=%d", nd.name, n)
+		}
+	case "top":
+		event := region.EventView
+		if len(f) > 1 {
+			event = f[1]
+		} else {
+			fmt.Fprintf(&out, "reference %s\n", fmtTop(s.refTop()))
+		}
+		for _, nd := range s.nodes {
+			if !nd.up {
+				fmt.Fprintf(&out, "%s down\n", nd.name)
+				continue
+			}
+			got, err := s.top(nd, event)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&out, "%s %s\n", nd.name, fmtTop(got))
 		}
 	case "status":
 		out.WriteString(strings.TrimPrefix(s.replicationStatus(), "  "))
@@ -469,7 +576,11 @@ func (sc *script) expect(f []string) (string, error) {
 		}
 		deadline := s.now + d
 		for s.fail == nil {
-			if s.convergedAll() && s.quiet() {
+			if s.settled() {
+				s.checkConverged()
+				if s.fail != nil {
+					return "", nil // reported by RunScript
+				}
 				// The time is left out: it moves with every tuning of the
 				// protocol, and the bound is what the script asserts.
 				return "converged", nil
@@ -480,7 +591,32 @@ func (sc *script) expect(f []string) (string, error) {
 			s.runUntil(s.now + livenessSample)
 		}
 		return "", nil
-	case len(f) == 4 && f[0] == "count" && f[2] == "=":
+	case (len(f) == 4 || len(f) == 5) && f[0] == "count" && f[2] == "=":
+		if _, err := sc.video(f[1]); err != nil {
+			return "", err
+		}
+		want, err := strconv.ParseUint(f[3], 10, 64)
+		if err != nil {
+			return "", err
+		}
+		event := region.EventView
+		if e := options(f[4:])["event"]; e != "" {
+			event = e
+		}
+		for _, nd := range s.nodes {
+			if !nd.up {
+				continue
+			}
+			c, err := nd.n.Count(f[1], event)
+			if err != nil {
+				return "", err
+			}
+			if c.Value != want {
+				return "", fmt.Errorf("%s has %d %ss of %s, want %d", nd.name, c.Value, event, f[1], want)
+			}
+		}
+		return "ok", nil
+	case len(f) == 4 && f[0] == "likes" && f[2] == "=":
 		if _, err := sc.video(f[1]); err != nil {
 			return "", err
 		}
@@ -492,13 +628,58 @@ func (sc *script) expect(f []string) (string, error) {
 			if !nd.up {
 				continue
 			}
-			c, err := nd.n.Views(f[1])
+			n, err := nd.n.Likes(f[1])
 			if err != nil {
 				return "", err
 			}
-			if c.Value != want {
-				return "", fmt.Errorf("%s has %d views of %s, want %d", nd.name, c.Value, f[1], want)
+			net, err := nd.n.NetCount(f[1], region.EventLike)
+			if err != nil {
+				return "", err
 			}
+			if n != want || net != int64(want) {
+				return "", fmt.Errorf("%s has %d likes of %s and a like counter of %d, want %d", nd.name, n, f[1], net, want)
+			}
+		}
+		return "ok", nil
+	case len(f) == 5 && f[0] == "liked" && f[3] == "=":
+		if _, err := sc.video(f[2]); err != nil {
+			return "", err
+		}
+		want, err := strconv.ParseBool(f[4])
+		if err != nil {
+			return "", err
+		}
+		for _, nd := range s.nodes {
+			if nd.up && nd.n.Liked(f[2], f[1]) != want {
+				return "", fmt.Errorf("%s: Liked(%s, %s) = %v, want %v", nd.name, f[2], f[1], !want, want)
+			}
+		}
+		return "ok", nil
+	case len(f) >= 4 && f[0] == "top" && f[2] == "=":
+		want := strings.Join(f[3:], " ")
+		for _, nd := range s.nodes {
+			if !nd.up {
+				continue
+			}
+			got, err := s.top(nd, f[1])
+			if err != nil {
+				return "", err
+			}
+			if fmtTop(got) != want {
+				return "", fmt.Errorf("%s: Top(%s, %s) = %s, want %s", nd.name, f[1], topWindow, fmtTop(got), want)
+			}
+		}
+		return "ok", nil
+	case len(f) == 4 && f[0] == "compensations" && f[2] == "=":
+		ev := slices.Index(eventNames[:], f[1])
+		if ev < 0 {
+			return "", fmt.Errorf("no event type %q (want view, share or like)", f[1])
+		}
+		if err := s.countCompensations(); err != nil {
+			return "", err
+		}
+		if got := strconv.FormatUint(s.acct.compensations[ev], 10); got != f[3] {
+			return "", fmt.Errorf("the raw event logs hold %s compensations of %ss, want %s", got, f[1], f[3])
 		}
 		return "ok", nil
 	case len(f) == 4 && f[0] == "ref" && f[2] == "=":
@@ -506,12 +687,12 @@ func (sc *script) expect(f []string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if got := strconv.FormatUint(s.acct.ref[vi], 10); got != f[3] {
+		if got := strconv.FormatUint(s.acct.ref[evView][vi], 10); got != f[3] {
 			return "", fmt.Errorf("reference of %s is %s, want %s", f[1], got, f[3])
 		}
 		return "ok", nil
 	case len(f) == 3 && (f[0] == "doubleCounted" || f[0] == "ackedLost") && f[1] == "=":
-		got := s.acct.doubleCounted()
+		got := s.acct.doubleCounted(evView)
 		if f[0] == "ackedLost" {
 			got = s.ackedLost()
 		}

@@ -33,7 +33,7 @@ type Sim struct {
 	seq   uint64
 
 	// One PRNG per subsystem, each from its own sub-seed.
-	rNet, rFault, rWork, rClient, rClock, rDisk, rMember, rIDs *rng
+	rNet, rFault, rWork, rClient, rClock, rDisk, rMember, rIDs, rKind *rng
 
 	regions []string
 	nodes   []*node
@@ -57,12 +57,21 @@ type Sim struct {
 	healAt time.Duration
 	endAt  time.Duration
 
-	acct  accounting
-	stats stats
-	fail  *failure
-	plot  *plotData
+	acct    accounting
+	stats   stats
+	samples int // sampleAll calls so far
+	fail    *failure
+	plot    *plotData
 	// diagnosis is printed with a failure's report (replication status).
 	diagnosis string
+
+	// derived is the last complaint of the checks of state derived from
+	// the counters (buckets, unique viewers, trending) and derivedNext when
+	// they may run again; topChecked and topSkipped count the nodes whose
+	// top list the last of them compared, or could not (window edge).
+	derived                string
+	derivedNext            time.Duration
+	topChecked, topSkipped int
 }
 
 // failure is the first invariant broken.
@@ -158,6 +167,7 @@ func newSim(p Params, names []string, out io.Writer, withPlot bool) (*Sim, error
 		rDisk:    newRNG(subSeed(p.Seed, "disk")),
 		rMember:  newRNG(subSeed(p.Seed, "membership")),
 		rIDs:     newRNG(subSeed(p.Seed, "replica-ids")),
+		rKind:    newRNG(subSeed(p.Seed, "event-kinds")),
 		byAddr:   map[string]*node{},
 		byName:   map[string]*node{},
 		faultsOn: true,
@@ -179,11 +189,17 @@ func newSim(p Params, names []string, out io.Writer, withPlot bool) (*Sim, error
 	for r := range s.regions {
 		for i := range p.Nodes {
 			nd := &node{
-				idx:       len(s.nodes),
-				name:      s.regions[r] + "-" + strconv.Itoa(i+1),
-				region:    r,
-				last:      make([]uint64, len(s.videos)),
-				lastGross: make([]uint64, len(s.videos)),
+				idx:     len(s.nodes),
+				name:    s.regions[r] + "-" + strconv.Itoa(i+1),
+				region:  r,
+				likes:   make([]uint64, len(s.videos)),
+				likeNet: make([]int64, len(s.videos)),
+				likeN:   make([]uint64, len(s.videos)),
+				liked:   make([][]bool, len(s.videos)),
+			}
+			for ev := range numDedup {
+				nd.last[ev] = make([]uint64, len(s.videos))
+				nd.lastGross[ev] = make([]uint64, len(s.videos))
 			}
 			nd.addr = nd.name + ":7947"
 			if p.Skew > 0 {
@@ -269,7 +285,7 @@ func (s *Sim) liveness() {
 		if s.fail != nil {
 			return
 		}
-		if s.convergedAll() && s.quiet() {
+		if s.settled() {
 			s.endAt = s.now
 			s.phase = phaseDone
 			return

@@ -12,10 +12,64 @@ import (
 )
 
 const (
-	maxAttempts = 3               // a client sends a view at most this often (home + 2 failovers)
+	maxAttempts = 3               // a client sends an event at most this often (home + 2 failovers)
 	breakerOpen = 5 * time.Second // a node that failed a client is avoided this long
 	recentViews = 5               // videos a user may repeat
 )
+
+// opKind is what a client event asks for.
+type opKind uint8
+
+const (
+	opView opKind = iota
+	opShare
+	opLike
+	opUnlike
+	numOpKinds
+)
+
+var opNames = [numOpKinds]string{"view", "share", "like", "unlike"}
+
+func (k opKind) String() string { return opNames[k] }
+
+// Counters the simulator checks, by event type: views and shares are
+// deduplicated per (video, user, window) with claims; likes follow the
+// like/unlike transitions.
+const (
+	evView = iota
+	evShare
+	evLike
+	numEvents
+	numDedup = evLike // evView and evShare: the deduplicated event types
+)
+
+var eventNames = [numEvents]string{region.EventView, "share", region.EventLike}
+
+// event is the counter k changes.
+func (k opKind) event() int {
+	switch k {
+	case opShare:
+		return evShare
+	case opLike, opUnlike:
+		return evLike
+	}
+	return evView
+}
+
+// isLike reports whether k is a like or an unlike.
+func (k opKind) isLike() bool { return k == opLike || k == opUnlike }
+
+// regionView is the event as a client sends it to a node.
+func (k opKind) regionView(video, user string) region.View {
+	v := region.View{Video: video, User: user}
+	switch k {
+	case opShare:
+		v.Event = "share"
+	case opLike, opUnlike:
+		v.Event, v.Unlike = region.EventLike, k == opUnlike
+	}
+	return v
+}
 
 // user is a client: a home node, a failover order and a circuit breaker per node.
 type user struct {
@@ -25,17 +79,30 @@ type user struct {
 	order  []*node // home node first, then one node of each other region, nearest first
 	opened []time.Duration
 	recent []int // video indexes, most recent last
+	// likes is, per video the user ever liked or unliked, whether their last
+	// like event was a like (what the client believes it asked for last);
+	// likeVideos lists those videos in the order of the first like event.
+	likes      map[int]bool
+	likeVideos []int
 }
 
-// view is one view a client wants counted; it may be sent several times.
+// view is one event (a view, share, like or unlike) a client wants applied;
+// it may be sent several times.
 type view struct {
 	id      int
+	kind    opKind
 	u       *user
 	video   int
-	attempt int // attempts sent so far; the current one is this number
+	first   *node // if set, the node the first attempt goes to (scripts)
+	attempt int   // attempts sent so far; the current one is this number
 	done    bool
 	acked   bool
 	trail   []string // per attempt, what happened (scripts print it)
+	// nodes are the nodes its attempts were sent to, in order.
+	nodes []*node
+	// ackedAt is when the answer reached the client, ackFate what it said.
+	ackedAt time.Duration
+	ackFate store.Fate
 }
 
 // submission is one attempt of a view that a node accepted (SubmitViews).
@@ -47,15 +114,17 @@ type submission struct {
 	res     region.Result
 	window  uint64 // dedup window, by the node's clock at ingest
 	at      time.Duration
-	durable bool // its batch was stepped before any crash
-	lost    bool // its node crashed first
-	replied bool // the node sent the answer
-	acked   bool // the answer reached the client in time
+	// ingestMs is the node's clock at ingest: the time buckets it counts in.
+	ingestMs int64
+	durable  bool // its batch was stepped before any crash
+	lost     bool // its node crashed first
+	replied  bool // the node sent the answer
+	acked    bool // the answer reached the client in time
 }
 
 // newUser makes a client homed on nd.
 func (s *Sim) newUser(id string, home *node) *user {
-	u := &user{idx: len(s.users), id: id, home: home.region, opened: make([]time.Duration, len(s.nodes))}
+	u := &user{idx: len(s.users), id: id, home: home.region, opened: make([]time.Duration, len(s.nodes)), likes: map[int]bool{}}
 	u.order = append(u.order, home)
 	others := make([]int, 0, len(s.regions)-1)
 	for r := range s.regions {
@@ -73,6 +142,9 @@ func (s *Sim) newUser(id string, home *node) *user {
 }
 
 // startWorkload creates the users and schedules Views arrivals over Duration.
+// Each arrival draws a user and a video as plain views always did (so that
+// with --likes=0 --shares=0 the workload is the views-only one), then its
+// kind from a sub-seed of its own: a share, a like toggle or a view.
 func (s *Sim) startWorkload() {
 	for i := range s.p.Users {
 		home := s.nodes[s.rWork.Intn(len(s.nodes))]
@@ -109,7 +181,24 @@ func (s *Sim) startWorkload() {
 			x := s.rWork.Float64() * total
 			video = min(sort.SearchFloat64s(weights, x), len(weights)-1)
 		}
-		s.startView(u, video)
+		kind := opView
+		if s.p.Likes > 0 || s.p.Shares > 0 {
+			switch x := s.rKind.Float64(); {
+			case x < s.p.Likes:
+				kind = opLike
+				// Half of the toggles go back to a video the user liked or
+				// unliked before: like, unlike, like again.
+				if len(u.likeVideos) > 0 && s.rKind.Chance(0.5) {
+					video = u.likeVideos[s.rKind.Intn(len(u.likeVideos))]
+				}
+				if u.likes[video] {
+					kind = opUnlike
+				}
+			case x < s.p.Likes+s.p.Shares:
+				kind = opShare
+			}
+		}
+		s.startOp(u, video, kind, nil)
 		if next++; next < len(times) {
 			s.at(times[next], arrive)
 		}
@@ -118,8 +207,12 @@ func (s *Sim) startWorkload() {
 }
 
 // startView is a client deciding to send a view.
-func (s *Sim) startView(u *user, video int) *view {
-	v := &view{id: len(s.views), u: u, video: video}
+func (s *Sim) startView(u *user, video int) *view { return s.startOp(u, video, opView, nil) }
+
+// startOp is a client deciding to send an event of kind; its first attempt
+// goes to first if set, else to the client's usual node.
+func (s *Sim) startOp(u *user, video int, kind opKind, first *node) *view {
+	v := &view{id: len(s.views), kind: kind, u: u, video: video, first: first}
 	s.views = append(s.views, v)
 	if i := slices.Index(u.recent, video); i >= 0 {
 		u.recent = slices.Delete(u.recent, i, i+1)
@@ -128,7 +221,17 @@ func (s *Sim) startView(u *user, video int) *view {
 	if len(u.recent) > recentViews {
 		u.recent = u.recent[1:]
 	}
-	s.stats.views++
+	if kind.isLike() {
+		if _, ok := u.likes[video]; !ok {
+			u.likeVideos = append(u.likeVideos, video)
+		}
+		u.likes[video] = kind == opLike
+		s.acct.likeOp(v)
+	}
+	s.stats.ops[kind]++
+	if kind == opView {
+		s.stats.views++
+	}
 	s.sendView(v)
 	return v
 }
@@ -156,6 +259,10 @@ func (s *Sim) clientLatency(u *user, nd *node) time.Duration {
 
 func (s *Sim) sendView(v *view) {
 	nd := s.target(v.u)
+	if v.attempt == 0 && v.first != nil {
+		nd = v.first
+	}
+	v.nodes = append(v.nodes, nd)
 	v.attempt++
 	attempt := v.attempt
 	s.stats.attempts++
@@ -171,32 +278,35 @@ func (s *Sim) sendView(v *view) {
 	s.after(s.p.ClientTimeout, func() { s.clientGaveUpOn(v, attempt, nd, "timeout") })
 }
 
-// arrive is a view reaching a node.
+// arrive is an event reaching a node.
 func (s *Sim) arrive(v *view, attempt int, nd *node, lat time.Duration) {
 	if !nd.up {
 		s.after(lat, func() { s.clientGaveUpOn(v, attempt, nd, "refused") })
 		return
 	}
-	p, err := nd.n.SubmitViews([]region.View{{Video: s.videos[v.video], User: v.u.id}})
+	ingestMs := s.nodeTime(nd).UnixMilli()
+	p, err := nd.n.SubmitViews([]region.View{v.kind.regionView(s.videos[v.video], v.u.id)})
 	if err != nil {
-		s.failf("%s: submit view: %v", nd.name, err)
+		s.failf("%s: submit %s: %v", nd.name, v.kind, err)
 		return
 	}
 	res := p.Results()[0]
 	if res.Err != nil {
-		s.failf("%s: view of %s by %s refused: %v", nd.name, s.videos[v.video], v.u.id, res.Err)
+		s.failf("%s: %s of %s by %s refused: %v", nd.name, v.kind, s.videos[v.video], v.u.id, res.Err)
 		return
 	}
 	sub := &submission{
-		v: v, attempt: attempt, node: nd, p: p, res: res, at: s.now,
-		window: uint64(s.nodeTime(nd).UnixMilli() / s.p.DedupWindow.Milliseconds()),
+		v: v, attempt: attempt, node: nd, p: p, res: res, at: s.now, ingestMs: ingestMs,
+		window: uint64(ingestMs / s.p.DedupWindow.Milliseconds()),
 	}
 	s.subs = append(s.subs, sub)
 	switch res.Fate {
 	case store.FateCounted:
 		s.stats.counted++
+		s.stats.kindCounted[v.kind]++
 	case store.FateDuplicate:
 		s.stats.duplicates++
+		s.stats.kindDuplicate[v.kind]++
 	case store.FateRateLimited:
 		s.stats.rateLimited++
 	}
@@ -227,8 +337,9 @@ func (s *Sim) durable(sub *submission) {
 			s.failf("%s: view durable but Done() = %v, %v", sub.node.name, done, err)
 			return
 		}
-		if res := sub.p.Results()[0]; sub.res.Counted && res.Count == 0 {
-			s.failf("%s: counted view of %s answered with count 0", sub.node.name, s.videos[sub.v.video])
+		// A like's count can be 0 by now (a peer's unlike merged since).
+		if res := sub.p.Results()[0]; sub.res.Counted && res.Count == 0 && !sub.v.kind.isLike() {
+			s.failf("%s: counted %s of %s answered with count 0", sub.node.name, sub.v.kind, s.videos[sub.v.video])
 			return
 		}
 		s.reply(sub)
@@ -242,7 +353,7 @@ func (s *Sim) lost(sub *submission) {
 		s.acct.lostCounted++
 	}
 	if sub.replied && s.p.Durability == region.DurabilitySync {
-		s.failf("%s: acknowledged view of %s by %s lost in a crash", sub.node.name, s.videos[sub.v.video], sub.v.u.id)
+		s.failf("%s: acknowledged %s of %s by %s lost in a crash", sub.node.name, sub.v.kind, s.videos[sub.v.video], sub.v.u.id)
 	}
 }
 
@@ -256,6 +367,7 @@ func (s *Sim) reply(sub *submission) {
 			return
 		}
 		v.done, v.acked, sub.acked = true, true, true
+		v.ackedAt, v.ackFate = s.now, sub.res.Fate
 		v.trail = append(v.trail, sub.node.name+": "+sub.res.Fate.String())
 		s.stats.acked++
 		if sub.res.Counted {
@@ -284,4 +396,4 @@ func (s *Sim) clientGaveUpOn(v *view, attempt int, nd *node, why string) {
 	s.sendView(v)
 }
 
-func (v *view) String() string { return fmt.Sprintf("view %d (%s)", v.id, v.u.id) }
+func (v *view) String() string { return fmt.Sprintf("%s %d (%s)", v.kind, v.id, v.u.id) }

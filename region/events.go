@@ -145,7 +145,12 @@ func (n *Node) observeBuckets(keys []crdt.Key) {
 			continue
 		}
 		if e := n.counters.lookup(k); e != nil {
-			n.trends.observe(b, e.view.Load().value, nowMs)
+			// The signed net value, wrapped into a uint64: the tracker's sums
+			// add and subtract modulo 2^64, so a bucket that is negative (an
+			// unlike of a like made in an earlier bucket) lowers the window's
+			// sum instead of counting as zero.
+			st := e.durableState()
+			n.trends.observe(b, st.P.Value()-st.N.Value(), nowMs)
 		}
 	}
 }

@@ -175,7 +175,7 @@ func Open(cfg Config) (*Node, error) {
 			return nil
 		}
 		if b, ok := crdt.ParseBucketKey(k); ok && n.bucketExpiryMs(b) > nowMs {
-			n.trends.observe(b, c.Value(), nowMs)
+			n.trends.observe(b, c.P.Value()-c.N.Value(), nowMs) // signed net, wrapped (see observeBuckets)
 		}
 		return nil
 	})

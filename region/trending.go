@@ -422,6 +422,12 @@ func (t *trendTracker) compute(event string, id, k int, now int64) []VideoCount 
 		if s := sh.series[key]; s != nil {
 			sh.values -= s.advance(cur)
 			for v, n := range s.window(id).sums {
+				if int64(n) <= 0 {
+					// A net sum at or below zero (wrapped): more taken back
+					// in the window than added, e.g. unlikes of likes made
+					// before it. Not trending.
+					continue
+				}
 				if len(h) < k {
 					heap.Push(&h, VideoCount{Video: v, Count: n})
 					continue

@@ -44,35 +44,68 @@
 // node failed for a while (flap).
 //
 // Clients: each user has a home region and sticks to one node there (dedup
-// claims are node-local). A client that gets no answer within ClientTimeout,
-// or finds its node down, opens a circuit breaker on that node and resends
-// the view to the nearest other region. The view may then be counted by two
-// nodes (measured as doubleCounted); the claim rule must take every such double count
-// back, so that replicas converge to exactly one count per view.
+// claims are node-local). A client sends views, shares (--shares, a fraction
+// of its events) and like toggles (--likes: a like of a video it has not
+// liked, else an unlike; half of them go back to a video it liked or unliked
+// before, so like, unlike, like again happens). A client that gets no answer
+// within ClientTimeout, or finds its node down, opens a circuit breaker on
+// that node and resends the event to the nearest other region. A view or
+// share may then be counted by two nodes (measured as doubleCounted), and a
+// like or unlike made as the same transition by two regions; the claim rule
+// must take every such double count back, so that replicas converge to
+// exactly one count per view and one step per transition.
 //
 // # Phases and invariants
 //
 // The safety phase runs the workload and the faults for Duration. Then every
 // fault stops: partitions heal, crashed nodes restart, loss and duplication
-// end. In the liveness phase every replica must reach the reference count of
-// every video within ConvergeWithin. Checked throughout:
+// end. In the liveness phase every replica must converge within
+// ConvergeWithin. Checked throughout:
 //
-//   - no acknowledged view is lost (sync durability): a view is acknowledged
-//     only once the batch holding it is durable, and every durable counted
-//     view is in the reference the replicas must converge to;
-//   - the counts of a video a node has ever made (Value + Compensated: its
-//     value goes down only by a compensation) never go backwards, across
+//   - no acknowledged event is lost (sync durability): an event is
+//     acknowledged only once the batch holding it is durable, and every
+//     durable counted view or share is in the reference the replicas must
+//     converge to;
+//   - the view and share counts a node has ever made (Value + Compensated:
+//     its value goes down only by a compensation) never go backwards, across
 //     crashes and restarts too (reads serve durable state in both modes; in
 //     async mode only the count returned with an acknowledgement, which
-//     includes unsynced views, may go back after a crash, and acknowledged
-//     views may be lost: measured as ackedLost);
-//   - no node ever shows more counts made than views durably counted;
-//   - a node counts a (video, user, dedup window) at most once;
-//   - after the heal, every replica equals the reference within
-//     ConvergeWithin: exactly once across regions.
+//     includes unsynced events, may go back after a crash, and acknowledged
+//     events may be lost: measured as ackedLost);
+//   - no node ever shows more counts made than events durably counted;
+//   - a node counts a (video, event, user, dedup window) at most once;
+//   - a node's like count of a video is the number of users it says like it
+//     (Liked), so never below zero.
 //
-// A view a node answered counted:true and whose batch became durable is one
-// slot increment. The reference count of a video is the number of distinct
-// (video, user, window) among those: a view counted by two nodes after a
-// failover must end up counted once everywhere.
+// Converged (the liveness condition) means, on every replica:
+//
+//   - views and shares equal the reference: exactly once across regions;
+//   - likes agree: the same like count and Liked answer for every user who
+//     ever liked the video, the same like counter (ΣP and ΣN), whose value
+//     ΣP − ΣN equals the like count (each transition counted once, each
+//     concurrent duplicate taken back once: likes ≥ 0 everywhere), holding
+//     every like and unlike made (ΣP + ΣN at least the transitions counted);
+//   - Σ buckets = total: for every video and event type, the minute, hour
+//     and day series over every bucket any node counted in sum to the
+//     counter's ΣP − ΣN;
+//   - unique viewers: UniqueViewers equals the estimate of the simulator's
+//     own sketch of every (video, user) view counted anywhere;
+//   - trending: Top(view, 1h) lists the videos by reference count, highest
+//     first, ties by video ID, on every node whose window covers every
+//     minute counted in (a run spans under two minutes), asked at least 1 s
+//     of the node's clock after its previous top list (cached for 1 s).
+//
+// Once converged: the raw event logs hold one compensation per view or
+// share counted twice; each like counter holds exactly the likes and unlikes
+// made plus one step per logged like compensation (ΣP + ΣN); and with sync
+// durability, a user whose likes and unlikes of a video all went to one
+// node, once each, and were acknowledged, ends everywhere in the state of the
+// last of them that node applied (the pairs touched by a failover are left
+// out: the claim rule, not the client's order, decides those).
+//
+// A view the node answered counted:true and whose batch became durable is
+// one slot increment. The reference count of a video is the number of
+// distinct (video, user, window) among those: a view counted by two nodes
+// after a failover must end up counted once everywhere. Shares are the same
+// with their own claims.
 package sim

@@ -27,8 +27,7 @@ type claimTable struct {
 	lagMs    int64
 	shards   [claimShards]claimShard
 
-	queueMu sync.Mutex       // protects queue
-	queue   []store.ClaimKey // claim sets changed since the last batch was cut
+	queue keyQueue[store.ClaimKey] // claim sets changed since the last batch was cut
 }
 
 type claimShard struct {
@@ -89,7 +88,7 @@ func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs 
 
 // mergeResult is what merging a remote claim set did.
 type mergeResult struct {
-	changed    bool // the local claim set changed (and was queued)
+	changed    bool  // the local claim set changed (and was queued)
 	compensate bool  // self lost: add 1 to its N slot of the counter, in this batch
 	adopted    bool  // the local set now equals the remote one (no echo back)
 	ingestMs   int64 // when compensating: self's claim's ingest time
@@ -170,11 +169,7 @@ func (t *claimTable) get(k store.ClaimKey) (crdt.Claims, bool) {
 	return c, ok
 }
 
-func (t *claimTable) enqueue(k store.ClaimKey) {
-	t.queueMu.Lock()
-	t.queue = append(t.queue, k)
-	t.queueMu.Unlock()
-}
+func (t *claimTable) enqueue(k store.ClaimKey) { t.queue.push(k) }
 
 // prepare is the claims' part of the committer's Prepare hook (which runs
 // with the admission gate held exclusively): it appends the current state of
@@ -182,10 +177,7 @@ func (t *claimTable) enqueue(k store.ClaimKey) {
 // written keys (for replication, once durable) and the function that queues
 // them again if the batch fails.
 func (t *claimTable) prepare(dst []store.Mutation, nowMs int64) ([]store.Mutation, []store.ClaimKey, error) {
-	t.queueMu.Lock()
-	queue := t.queue
-	t.queue = nil
-	t.queueMu.Unlock()
+	queue := t.queue.take()
 	var firstErr error
 	written := queue[:0]
 	for _, k := range queue {
@@ -207,11 +199,7 @@ func (t *claimTable) prepare(dst []store.Mutation, nowMs int64) ([]store.Mutatio
 }
 
 // requeue queues keys whose batch failed to be written again.
-func (t *claimTable) requeue(keys []store.ClaimKey) {
-	t.queueMu.Lock()
-	t.queue = append(t.queue, keys...)
-	t.queueMu.Unlock()
-}
+func (t *claimTable) requeue(keys []store.ClaimKey) { t.queue.push(keys...) }
 
 // settle marks a won claim as durable (or as final after a failed write) and
 // releases the repeats waiting on it.

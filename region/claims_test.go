@@ -46,7 +46,7 @@ func TestClaimTableConcurrentOneWinner(t *testing.T) {
 		t.Fatalf("after settle: won %v, wait %v; want a plain duplicate", w, ch)
 	}
 	tab.settle(store.ClaimKey{Video: "never", User: "claimed", Window: 5}) // no-op
-	if got := len(tab.queue); got != 1 {
+	if got := len(tab.queue.keys); got != 1 {
 		t.Errorf("queue holds %d keys, want the one claim", got)
 	}
 }

@@ -78,7 +78,7 @@ func TestLikeUnlikeLocal(t *testing.T) {
 		count   uint64
 	}{
 		{like, "a", true, 1},
-		{like, "a", false, 1}, // one like per user
+		{like, "a", false, 1},   // one like per user
 		{unlike, "b", false, 1}, // b never liked: nothing to undo
 		{like, "b", true, 2},
 		{unlike, "a", true, 1},

@@ -49,8 +49,7 @@ type likeTable struct {
 	seed   maphash.Seed
 	shards [claimShards]likeShard
 
-	queueMu sync.Mutex
-	queue   []store.ClaimKey
+	queue keyQueue[store.ClaimKey] // transitions changed since the last batch was cut
 
 	counts [counterShards]likeCounts // users liking each video, by video
 }
@@ -284,20 +283,13 @@ func (t *likeTable) len() int {
 	return n
 }
 
-func (t *likeTable) enqueue(k store.ClaimKey) {
-	t.queueMu.Lock()
-	t.queue = append(t.queue, k)
-	t.queueMu.Unlock()
-}
+func (t *likeTable) enqueue(k store.ClaimKey) { t.queue.push(k) }
 
 // prepare is the likes' part of the committer's Prepare hook: it appends the
 // current state of every queued transition (kept forever) and returns the
 // written keys.
 func (t *likeTable) prepare(dst []store.Mutation) ([]store.Mutation, []store.ClaimKey, error) {
-	t.queueMu.Lock()
-	queue := t.queue
-	t.queue = nil
-	t.queueMu.Unlock()
+	queue := t.queue.take()
 	var firstErr error
 	written := queue[:0]
 	for _, k := range queue {
@@ -318,11 +310,7 @@ func (t *likeTable) prepare(dst []store.Mutation) ([]store.Mutation, []store.Cla
 }
 
 // requeue queues keys whose batch failed to be written again.
-func (t *likeTable) requeue(keys []store.ClaimKey) {
-	t.queueMu.Lock()
-	t.queue = append(t.queue, keys...)
-	t.queueMu.Unlock()
-}
+func (t *likeTable) requeue(keys []store.ClaimKey) { t.queue.push(keys...) }
 
 // settle marks a transition of this node as durable and releases the
 // repeats waiting on it.

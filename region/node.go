@@ -421,10 +421,10 @@ func (n *Node) fillCounts(b *ingestBatch, results []Result) {
 type ingestBatch struct {
 	ticket    store.Ticket
 	submitted bool
-	claimed   []store.ClaimKey    // claims won and like transitions made; settle them when final
-	waits     []<-chan struct{}   // claims of repeats, not yet durable
-	entries   []*counterEntry     // per view; nil for a view in error
-	buckets   [][3]*counterEntry  // per view: its minute, hour and day buckets
+	claimed   []store.ClaimKey   // claims won and like transitions made; settle them when final
+	waits     []<-chan struct{}  // claims of repeats, not yet durable
+	entries   []*counterEntry    // per view; nil for a view in error
+	buckets   [][3]*counterEntry // per view: its minute, hour and day buckets
 }
 
 // applyViews decides the fate of each view, applies the counted ones to

@@ -37,10 +37,9 @@ type uniqueTable struct {
 	seed   maphash.Seed
 	shards [uniqueShards]uniqueShard
 
-	queueMu sync.Mutex // protects queue
 	// queue holds the chunks changed since the last batch was cut, each at
 	// most once: a chunk is appended only when its queued bit goes from 0 to 1.
-	queue []crdt.Key
+	queue keyQueue[crdt.Key]
 }
 
 type uniqueShard struct {
@@ -308,11 +307,7 @@ func (t *uniqueTable) estimate(video string) (uint64, bool) {
 	return est, true
 }
 
-func (t *uniqueTable) enqueue(k crdt.Key) {
-	t.queueMu.Lock()
-	t.queue = append(t.queue, k)
-	t.queueMu.Unlock()
-}
+func (t *uniqueTable) enqueue(k crdt.Key) { t.queue.push(k) }
 
 // prepare is the sketches' part of the committer's Prepare hook: it appends
 // a store.CounterMutation of the current state of every queued chunk to dst
@@ -320,10 +315,7 @@ func (t *uniqueTable) enqueue(k crdt.Key) {
 // chunk whose state fails to encode is queued again, and the first such
 // error is returned after the rest are written.
 func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []crdt.Key, error) {
-	t.queueMu.Lock()
-	queue := t.queue
-	t.queue = nil
-	t.queueMu.Unlock()
+	queue := t.queue.take()
 	var firstErr error
 	written := queue[:0]
 	for _, k := range queue {

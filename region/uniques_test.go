@@ -314,8 +314,8 @@ func TestUniquePrepareRequeue(t *testing.T) {
 			t.Fatalf("insert %s: %v, %v", u, k, ok)
 		}
 	}
-	if len(tab.queue) != 1 {
-		t.Fatalf("queue holds %v after 5 growths of one chunk", tab.queue)
+	if len(tab.queue.keys) != 1 {
+		t.Fatalf("queue holds %v after 5 growths of one chunk", tab.queue.keys)
 	}
 	dst := []store.Mutation{{Key: []byte("other")}}
 	dst, written, err := tab.prepare(dst)
@@ -332,8 +332,8 @@ func TestUniquePrepareRequeue(t *testing.T) {
 	tab.requeue(written)
 	tab.requeue(written)
 	tab.requeue([]crdt.Key{crdt.UniqueKey("v", 6), crdt.UniqueKey("nobody", 1), {Video: "v", Event: "view"}})
-	if !slices.Equal(tab.queue, []crdt.Key{k5}) {
-		t.Fatalf("queue after requeue: %v", tab.queue)
+	if !slices.Equal(tab.queue.keys, []crdt.Key{k5}) {
+		t.Fatalf("queue after requeue: %v", tab.queue.keys)
 	}
 	// A growth while queued adds nothing to the queue; the batch writes the
 	// newest state.
@@ -346,8 +346,8 @@ func TestUniquePrepareRequeue(t *testing.T) {
 			}
 		}
 	}
-	if len(tab.queue) != 1 {
-		t.Fatalf("queue after growth of a queued chunk: %v", tab.queue)
+	if len(tab.queue.keys) != 1 {
+		t.Fatalf("queue after growth of a queued chunk: %v", tab.queue.keys)
 	}
 	dst, written, err = tab.prepare(nil)
 	if err != nil || !slices.Equal(written, []crdt.Key{k5}) {
@@ -359,15 +359,15 @@ func TestUniquePrepareRequeue(t *testing.T) {
 	var regs [crdt.HLLChunkRegisters]uint8
 	regs[3] = 40
 	k9 := crdt.UniqueKey("v", 9)
-	if err := tab.load(k9, crdt.ChunkState(&regs)); err != nil || len(tab.queue) != 0 {
-		t.Fatalf("load: %v, queue %v", err, tab.queue)
+	if err := tab.load(k9, crdt.ChunkState(&regs)); err != nil || len(tab.queue.keys) != 0 {
+		t.Fatalf("load: %v, queue %v", err, tab.queue.keys)
 	}
-	if changed, err := tab.merge(k9, crdt.ChunkState(&regs)); changed || err != nil || len(tab.queue) != 0 {
-		t.Fatalf("merge of a known state: %v, %v, queue %v", changed, err, tab.queue)
+	if changed, err := tab.merge(k9, crdt.ChunkState(&regs)); changed || err != nil || len(tab.queue.keys) != 0 {
+		t.Fatalf("merge of a known state: %v, %v, queue %v", changed, err, tab.queue.keys)
 	}
 	regs[4] = 2
-	if changed, err := tab.merge(k9, crdt.ChunkState(&regs)); !changed || err != nil || !slices.Equal(tab.queue, []crdt.Key{k9}) {
-		t.Fatalf("merge of a new register: %v, %v, queue %v", changed, err, tab.queue)
+	if changed, err := tab.merge(k9, crdt.ChunkState(&regs)); !changed || err != nil || !slices.Equal(tab.queue.keys, []crdt.Key{k9}) {
+		t.Fatalf("merge of a new register: %v, %v, queue %v", changed, err, tab.queue.keys)
 	}
 	dst, written, _ = tab.prepare(nil)
 	if !slices.Equal(written, []crdt.Key{k9}) {
@@ -407,8 +407,8 @@ func TestUniqueLoad(t *testing.T) {
 			t.Fatalf("load %v: %v", k, err)
 		}
 	}
-	if len(tab.queue) != 0 {
-		t.Fatalf("load queued %d chunks", len(tab.queue))
+	if len(tab.queue.keys) != 0 {
+		t.Fatalf("load queued %d chunks", len(tab.queue.keys))
 	}
 	checkAgainst(t, tab, ref)
 	// Loading the same chunks again is harmless (register max).
@@ -458,8 +458,8 @@ func TestUniqueRejects(t *testing.T) {
 	if changed, err := tab.merge(crdt.UniqueKey("v", 1), crdt.PNCounter{}); changed || err != nil {
 		t.Fatalf("zero state: %v, %v", changed, err)
 	}
-	if v, c := tab.len(); v != 0 || c != 0 || len(tab.queue) != 0 {
-		t.Fatalf("refused merges left %d videos, %d chunks, queue %v", v, c, tab.queue)
+	if v, c := tab.len(); v != 0 || c != 0 || len(tab.queue.keys) != 0 {
+		t.Fatalf("refused merges left %d videos, %d chunks, queue %v", v, c, tab.queue.keys)
 	}
 	if _, ok := tab.estimate("v"); ok {
 		t.Fatal("refused merges made a sketch")
@@ -588,10 +588,10 @@ func BenchmarkUniqueMemory(b *testing.B) {
 						tab.insert(v, u+"@"+v) // each video its own audience
 					}
 					if i%1000 == 999 {
-						tab.queue = nil // the batches a node cuts meanwhile
+						tab.queue.keys = nil // the batches a node cuts meanwhile
 					}
 				}
-				tab.queue = nil
+				tab.queue.keys = nil
 				bytes := heap() - base
 				b.ReportMetric(float64(bytes)/float64(tc.videos), "B/video")
 				runtime.KeepAlive(tab)

@@ -1,0 +1,27 @@
+package region
+
+import "sync"
+
+// keyQueue is the list of keys a table changed since the committer last cut
+// a batch: changes push keys, the table's Prepare hook takes them all, and a
+// failed batch pushes its keys back. It is safe for concurrent use.
+type keyQueue[K any] struct {
+	mu   sync.Mutex // protects keys
+	keys []K
+}
+
+// push queues keys.
+func (q *keyQueue[K]) push(keys ...K) {
+	q.mu.Lock()
+	q.keys = append(q.keys, keys...)
+	q.mu.Unlock()
+}
+
+// take empties the queue and returns what it held.
+func (q *keyQueue[K]) take() []K {
+	q.mu.Lock()
+	keys := q.keys
+	q.keys = nil
+	q.mu.Unlock()
+	return keys
+}

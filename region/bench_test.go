@@ -9,17 +9,7 @@ import (
 	"github.com/tallyhq/tally/crdt"
 )
 
-func benchNode(b *testing.B) *Node {
-	b.Helper()
-	cfg := TestConfig()
-	cfg.UserRate, cfg.UserBurst = 1e12, 1<<30
-	n, err := Open(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { n.Close() })
-	return n
-}
+func benchNode(b *testing.B) *Node { return benchNodeBuckets(b, true) }
 
 // BenchmarkRecordView measures one counted view end to end in process
 // (validate, rate limit, claim, increment, group commit on in-memory Badger).

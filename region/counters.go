@@ -246,6 +246,14 @@ func (e *counterEntry) liveEquals(st crdt.PNCounter) bool {
 	return e.live.Equal(st)
 }
 
+// durableNet is ΣP − ΣN of e's durable state, wrapped into a uint64 (cast
+// to int64 for the signed value), without copying the state.
+func (e *counterEntry) durableNet() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.durable.P.Value() - e.durable.N.Value()
+}
+
 // durableState returns a copy of e's durable state.
 func (e *counterEntry) durableState() crdt.PNCounter {
 	e.mu.Lock()

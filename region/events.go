@@ -149,8 +149,7 @@ func (n *Node) observeBuckets(keys []crdt.Key) {
 			// add and subtract modulo 2^64, so a bucket that is negative (an
 			// unlike of a like made in an earlier bucket) lowers the window's
 			// sum instead of counting as zero.
-			st := e.durableState()
-			n.trends.observe(b, st.P.Value()-st.N.Value(), nowMs)
+			n.trends.observe(b, e.durableNet(), nowMs)
 		}
 	}
 }
@@ -233,17 +232,14 @@ func (n *Node) NetCount(video, event string) (int64, error) {
 
 // netOf is ΣP − ΣN of counter k (signed), without caching a miss.
 func (n *Node) netOf(k crdt.Key) (int64, error) {
-	var st crdt.PNCounter
 	if e := n.counters.lookup(k); e != nil {
-		st = e.durableState()
-	} else {
-		c, _, err := n.store.Counter(k)
-		if err != nil {
-			return 0, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
-		}
-		st = c
+		return int64(e.durableNet()), nil
 	}
-	return int64(st.P.Value() - st.N.Value()), nil
+	c, _, err := n.store.Counter(k)
+	if err != nil {
+		return 0, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+	}
+	return int64(c.P.Value() - c.N.Value()), nil
 }
 
 // Point is one bucket of a series.

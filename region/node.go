@@ -276,7 +276,10 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 		for _, k := range liked {
 			keys = append(keys, k.Key())
 		}
-		keys = append(keys, sketched...)
+		n.uniques.settle(sketched)
+		for _, w := range sketched {
+			keys = append(keys, w.key)
+		}
 		n.replicateDurable(keys)
 	}
 }

@@ -28,9 +28,12 @@ const uniqueSparseMax = 2048
 // whose registers grew is queued once for the next batch, whose Prepare hook
 // writes its current state (prepare).
 //
-// The live state is what replicates (state): unlike a counter slot, a
-// register lost in a crash is harmless to re-derive or to learn back from a
-// peer, since inserting a user again gives the same register value.
+// Only durable registers replicate (state), as with counters: a register of
+// a view that is not on disk yet could outlive that view in a crash (with
+// async durability the view is acknowledged and then lost) at every peer,
+// and count a viewer nobody counted. A chunk that grew since its last
+// durable write is pending and keeps a shadow copy of its durable registers,
+// which is what ships until the batch holding its new state is durable.
 //
 // A uniqueTable is safe for concurrent use.
 type uniqueTable struct {
@@ -53,6 +56,8 @@ type uniqueSketch struct {
 	// Under shard.mu.
 	present uint64   // bit c: chunk c has a nonzero register
 	queued  uint64   // bit c: chunk c is in the table's queue
+	pending uint64   // bit c: chunk c has registers not durable yet; shadow[c] holds its durable ones
+	shadow  map[int]*[crdt.HLLChunkRegisters]uint8
 	sparse  []uint32 // nonzero registers as index<<8 | value, sorted; nil once dense
 	dense   *[crdt.HLLRegisters]uint8
 	version uint64 // starts at 1, +1 whenever a register grows
@@ -91,6 +96,11 @@ func (t *uniqueTable) insert(video, user string) (crdt.Key, bool) {
 		sk = &uniqueSketch{version: 1}
 		s.m[strings.Clone(video)] = sk // not pinning the caller's buffer
 	}
+	if !sk.wouldGrow(c*crdt.HLLChunkRegisters+off, rho) {
+		s.mu.Unlock()
+		return crdt.Key{}, false
+	}
+	sk.holdDurableLocked(c)
 	grew := sk.set(c*crdt.HLLChunkRegisters+off, rho)
 	queue := grew && sk.grewLocked(c, true)
 	s.mu.Unlock()
@@ -155,9 +165,14 @@ func (t *uniqueTable) apply(video string, c int, regs *[crdt.HLLChunkRegisters]u
 	grew := false
 	base := c * crdt.HLLChunkRegisters
 	for off, r := range regs {
-		if r != 0 && sk.set(base+off, r) {
-			grew = true
+		if r == 0 || !sk.wouldGrow(base+off, r) {
+			continue
 		}
+		if queue && !grew {
+			sk.holdDurableLocked(c) // before the first register of c grows
+		}
+		sk.set(base+off, r)
+		grew = true
 	}
 	enqueue := grew && sk.grewLocked(c, queue)
 	s.mu.Unlock()
@@ -179,6 +194,35 @@ func (sk *uniqueSketch) grewLocked(c int, queue bool) bool {
 	}
 	sk.queued |= bit
 	return true
+}
+
+// holdDurableLocked keeps chunk c's current registers as its durable shadow
+// if c has no pending growth yet: call it before a register of c grows by a
+// change that is not on disk. Callers hold shard.mu.
+func (sk *uniqueSketch) holdDurableLocked(c int) {
+	bit := uint64(1) << c
+	if sk.pending&bit != 0 {
+		return
+	}
+	sk.pending |= bit
+	regs := new([crdt.HLLChunkRegisters]uint8)
+	if sk.present&bit != 0 {
+		sk.chunk(c, regs)
+	}
+	if sk.shadow == nil {
+		sk.shadow = make(map[int]*[crdt.HLLChunkRegisters]uint8)
+	}
+	sk.shadow[c] = regs
+}
+
+// wouldGrow reports whether set(i, r) would raise register i. Callers hold
+// shard.mu.
+func (sk *uniqueSketch) wouldGrow(i int, r uint8) bool {
+	if sk.dense != nil {
+		return sk.dense[i] < r
+	}
+	j, found := slices.BinarySearchFunc(sk.sparse, uint32(i), func(e, idx uint32) int { return cmp.Compare(e>>8, idx) })
+	return !found || uint8(sk.sparse[j]) < r
 }
 
 // set raises register i to at least r and reports whether it grew. Callers
@@ -243,8 +287,9 @@ func (sk *uniqueSketch) all(dst *[crdt.HLLRegisters]uint8) {
 	}
 }
 
-// state is the current state of chunk k (the zero PNCounter if the table
-// holds none, or k is not a chunk key): a fresh value the caller may keep.
+// state is the durable state of chunk k, what replication ships (the zero
+// PNCounter if no register of it is durable, or k is not a chunk key): a
+// fresh value the caller may keep.
 func (t *uniqueTable) state(k crdt.Key) crdt.PNCounter {
 	video, c, ok := crdt.ParseUniqueKey(k)
 	if !ok {
@@ -258,8 +303,15 @@ func (t *uniqueTable) state(k crdt.Key) crdt.PNCounter {
 		s.mu.Unlock()
 		return crdt.PNCounter{}
 	}
-	sk.chunk(c, &regs)
+	if sk.pending&(1<<c) != 0 {
+		regs = *sk.shadow[c]
+	} else {
+		sk.chunk(c, &regs)
+	}
 	s.mu.Unlock()
+	if regs == ([crdt.HLLChunkRegisters]uint8{}) {
+		return crdt.PNCounter{} // nothing of it is durable yet
+	}
 	return crdt.ChunkState(&regs)
 }
 
@@ -309,60 +361,93 @@ func (t *uniqueTable) estimate(video string) (uint64, bool) {
 
 func (t *uniqueTable) enqueue(k crdt.Key) { t.queue.push(k) }
 
+// chunkWrite is a chunk state handed to a batch.
+type chunkWrite struct {
+	key  crdt.Key
+	regs [crdt.HLLChunkRegisters]uint8
+}
+
 // prepare is the sketches' part of the committer's Prepare hook: it appends
 // a store.CounterMutation of the current state of every queued chunk to dst
-// (once per chunk, however often it grew) and returns the keys written. A
-// chunk whose state fails to encode is queued again, and the first such
-// error is returned after the rest are written.
-func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []crdt.Key, error) {
+// (once per chunk, however often it grew) and returns the chunks written,
+// for settle. A chunk whose state fails to encode is queued again, and the
+// first such error is returned after the rest are written.
+func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWrite, error) {
 	queue := t.queue.take()
 	var firstErr error
-	written := queue[:0]
+	var written []chunkWrite
 	for _, k := range queue {
-		st, ok := t.take(k)
-		if !ok {
+		w := chunkWrite{key: k}
+		if !t.take(k, &w.regs) {
 			continue
 		}
+		st := crdt.ChunkState(&w.regs)
 		m, err := store.CounterMutation(k, st)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = fmt.Errorf("prepare unique-viewer chunk: %w", err)
 			}
-			t.requeue([]crdt.Key{k})
+			t.requeue([]chunkWrite{w})
 			continue
 		}
 		dst = append(dst, m)
-		written = append(written, k)
+		written = append(written, w)
 	}
 	return dst, written, firstErr
 }
 
-// take clears chunk k's queued mark and returns its state; ok is false if k
-// was not queued (a repeat, or not a chunk of this table).
-func (t *uniqueTable) take(k crdt.Key) (crdt.PNCounter, bool) {
+// take clears chunk k's queued mark and copies its registers into dst; it
+// reports false if k was not queued (a repeat, or not a chunk of this table).
+func (t *uniqueTable) take(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool {
 	video, c, ok := crdt.ParseUniqueKey(k)
 	if !ok {
-		return crdt.PNCounter{}, false
+		return false
 	}
-	var regs [crdt.HLLChunkRegisters]uint8
 	s := t.shard(video)
 	s.mu.Lock()
 	sk := s.m[video]
 	if sk == nil || sk.queued&(1<<c) == 0 {
 		s.mu.Unlock()
-		return crdt.PNCounter{}, false
+		return false
 	}
 	sk.queued &^= 1 << c
-	sk.chunk(c, &regs)
+	sk.chunk(c, dst)
 	s.mu.Unlock()
-	return crdt.ChunkState(&regs), true
+	return true
 }
 
-// requeue queues keys again (their batch failed). Keys already queued, and
-// keys of chunks the table does not hold, are skipped.
-func (t *uniqueTable) requeue(keys []crdt.Key) {
-	for _, k := range keys {
-		video, c, ok := crdt.ParseUniqueKey(k)
+// settle records that the batch holding written is durable: each chunk's
+// written registers become its durable shadow, and a chunk that has not
+// grown since is no longer pending (its live registers ship).
+func (t *uniqueTable) settle(written []chunkWrite) {
+	var live [crdt.HLLChunkRegisters]uint8
+	for i := range written {
+		w := &written[i]
+		video, c, _ := crdt.ParseUniqueKey(w.key)
+		s := t.shard(video)
+		s.mu.Lock()
+		sk := s.m[video]
+		if sk != nil && sk.pending&(1<<c) != 0 {
+			sh := sk.shadow[c]
+			for j, r := range w.regs {
+				sh[j] = max(sh[j], r)
+			}
+			sk.chunk(c, &live)
+			if live == *sh {
+				sk.pending &^= 1 << c
+				delete(sk.shadow, c)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// requeue queues the chunks of a failed batch again. Chunks already
+// queued, and chunks the table does not hold, are skipped; they stay
+// pending.
+func (t *uniqueTable) requeue(written []chunkWrite) {
+	for _, w := range written {
+		video, c, ok := crdt.ParseUniqueKey(w.key)
 		if !ok {
 			continue
 		}
@@ -375,7 +460,7 @@ func (t *uniqueTable) requeue(keys []crdt.Key) {
 		}
 		s.mu.Unlock()
 		if queue {
-			t.enqueue(k)
+			t.enqueue(w.key)
 		}
 	}
 }

@@ -86,8 +86,8 @@ func checkAgainst(t rapid.TB, tab *uniqueTable, ref refSketches) {
 		}
 		for c := range crdt.HLLChunks {
 			k := crdt.UniqueKey(video, c)
-			if got, want := tab.state(k), crdt.ChunkState(refChunk(regs, c)); !got.Equal(want) {
-				t.Fatalf("state(%v) = %v, want %v", k, got, want)
+			if got, want := liveState(tab, k), crdt.ChunkState(refChunk(regs, c)); !got.Equal(want) {
+				t.Fatalf("registers of %v = %v, want %v", k, got, want)
 			}
 		}
 	}
@@ -253,9 +253,16 @@ func TestUniqueMatchesModel(t *testing.T) {
 	})
 }
 
+// writeAll stands for a durable batch holding every queued chunk of tab.
+func writeAll(tab *uniqueTable) {
+	_, written, _ := tab.prepare(nil)
+	tab.settle(written)
+}
+
 // exchange merges every chunk of from into to, in a shuffled order.
 func exchange(t rapid.TB, from, to *uniqueTable, order func([]crdt.Key) []crdt.Key) {
 	t.Helper()
+	writeAll(from) // only what is durable ships
 	for _, k := range order(from.keys()) {
 		if _, err := to.merge(k, from.state(k)); err != nil {
 			t.Fatalf("merge %v: %v", k, err)
@@ -319,10 +326,10 @@ func TestUniquePrepareRequeue(t *testing.T) {
 	}
 	dst := []store.Mutation{{Key: []byte("other")}}
 	dst, written, err := tab.prepare(dst)
-	if err != nil || !slices.Equal(written, []crdt.Key{k5}) || len(dst) != 2 {
+	if err != nil || !slices.Equal(writtenKeys(written), []crdt.Key{k5}) || len(dst) != 2 {
 		t.Fatalf("prepare: %d mutations, keys %v, %v", len(dst), written, err)
 	}
-	checkMutation(t, dst[1], k5, tab.state(k5))
+	checkMutation(t, dst[1], k5, liveState(tab, k5))
 
 	if dst, written, _ := tab.prepare(nil); len(dst) != 0 || len(written) != 0 {
 		t.Fatalf("second prepare wrote %v", written)
@@ -331,7 +338,7 @@ func TestUniquePrepareRequeue(t *testing.T) {
 	// A failed batch is requeued, once however often requeue is called.
 	tab.requeue(written)
 	tab.requeue(written)
-	tab.requeue([]crdt.Key{crdt.UniqueKey("v", 6), crdt.UniqueKey("nobody", 1), {Video: "v", Event: "view"}})
+	tab.requeue([]chunkWrite{{key: crdt.UniqueKey("v", 6)}, {key: crdt.UniqueKey("nobody", 1)}, {key: crdt.Key{Video: "v", Event: "view"}}})
 	if !slices.Equal(tab.queue.keys, []crdt.Key{k5}) {
 		t.Fatalf("queue after requeue: %v", tab.queue.keys)
 	}
@@ -350,10 +357,10 @@ func TestUniquePrepareRequeue(t *testing.T) {
 		t.Fatalf("queue after growth of a queued chunk: %v", tab.queue.keys)
 	}
 	dst, written, err = tab.prepare(nil)
-	if err != nil || !slices.Equal(written, []crdt.Key{k5}) {
+	if err != nil || !slices.Equal(writtenKeys(written), []crdt.Key{k5}) {
 		t.Fatalf("prepare after requeue: %v, %v", written, err)
 	}
-	checkMutation(t, dst[0], k5, tab.state(k5))
+	checkMutation(t, dst[0], k5, liveState(tab, k5))
 
 	// Merges that change queue the chunk; merges that do not, and loads, do not.
 	var regs [crdt.HLLChunkRegisters]uint8
@@ -370,10 +377,110 @@ func TestUniquePrepareRequeue(t *testing.T) {
 		t.Fatalf("merge of a new register: %v, %v, queue %v", changed, err, tab.queue.keys)
 	}
 	dst, written, _ = tab.prepare(nil)
-	if !slices.Equal(written, []crdt.Key{k9}) {
+	if !slices.Equal(writtenKeys(written), []crdt.Key{k9}) {
 		t.Fatalf("prepare after merge wrote %v", written)
 	}
 	checkMutation(t, dst[0], k9, crdt.ChunkState(&regs))
+}
+
+func writtenKeys(ws []chunkWrite) []crdt.Key {
+	var out []crdt.Key
+	for _, w := range ws {
+		out = append(out, w.key)
+	}
+	return out
+}
+
+// liveState is chunk k's registers including those not durable yet.
+func liveState(tab *uniqueTable, k crdt.Key) crdt.PNCounter {
+	video, c, _ := crdt.ParseUniqueKey(k)
+	var regs [crdt.HLLChunkRegisters]uint8
+	s := tab.shard(video)
+	s.mu.Lock()
+	if sk := s.m[video]; sk != nil {
+		sk.chunk(c, &regs)
+	}
+	s.mu.Unlock()
+	return crdt.ChunkState(&regs)
+}
+
+// TestUniqueStateShipsDurableOnly: the state replication ships holds only
+// registers whose batch is durable (a register of a view lost in a crash
+// must not reach a peer), through growth while a batch is in flight, a
+// failed batch, and a peer's merge.
+func TestUniqueStateShipsDurableOnly(t *testing.T) {
+	tab := newUniqueTable()
+	var users []string
+	for i := 0; len(users) < 4; i++ {
+		u := "u" + strconv.Itoa(i)
+		if c, _, _ := crdt.HLLPosition(u); c == 7 {
+			users = append(users, u)
+		}
+	}
+	k := crdt.UniqueKey("v", 7)
+	grow := func(u string) {
+		t.Helper()
+		before := liveState(tab, k)
+		tab.insert("v", u)
+		if liveState(tab, k).Equal(before) {
+			t.Fatalf("insert %s did not grow chunk 7", u)
+		}
+	}
+	grow(users[0])
+	if st := tab.state(k); !st.Equal(crdt.PNCounter{}) {
+		t.Fatalf("state before any batch: %v, want nothing", st)
+	}
+	_, w1, _ := tab.prepare(nil)
+	first := liveState(tab, k)
+	if st := tab.state(k); !st.Equal(crdt.PNCounter{}) {
+		t.Fatalf("state while the batch is in flight: %v, want nothing", st)
+	}
+	// A growth while the batch is in flight, then the batch is durable: the
+	// first write ships, not the growth.
+	grewInFlight := false
+	for _, u := range users[1:] {
+		if _, ok := tab.insert("v", u); ok {
+			grewInFlight = true
+			break
+		}
+	}
+	if !grewInFlight {
+		t.Fatal("no user grew chunk 7 while the batch was in flight")
+	}
+	tab.settle(w1)
+	if st := tab.state(k); !st.Equal(first) {
+		t.Fatalf("state after the first batch: %v, want %v", st, first)
+	}
+	// The next batch fails: still the first write ships.
+	_, w2, _ := tab.prepare(nil)
+	if len(w2) != 1 {
+		t.Fatalf("second prepare wrote %v", writtenKeys(w2))
+	}
+	tab.requeue(w2)
+	if st := tab.state(k); !st.Equal(first) {
+		t.Fatalf("state after a failed batch: %v, want %v", st, first)
+	}
+	// Retried and durable: the live state ships.
+	_, w3, _ := tab.prepare(nil)
+	tab.settle(w3)
+	if live, st := liveState(tab, k), tab.state(k); !st.Equal(live) {
+		t.Fatalf("state after the retry is durable: %v, want %v", st, live)
+	}
+	// A peer's register ships once this node has written it.
+	var regs [crdt.HLLChunkRegisters]uint8
+	regs[200] = 50
+	durable := tab.state(k)
+	if changed, err := tab.merge(k, crdt.ChunkState(&regs)); !changed || err != nil {
+		t.Fatalf("merge: %v, %v", changed, err)
+	}
+	if st := tab.state(k); !st.Equal(durable) {
+		t.Fatalf("state after an unwritten merge: %v, want %v", st, durable)
+	}
+	_, w4, _ := tab.prepare(nil)
+	tab.settle(w4)
+	if live, st := liveState(tab, k), tab.state(k); !st.Equal(live) || st.Equal(durable) {
+		t.Fatalf("state after the merge is durable: %v, want %v", st, live)
+	}
 }
 
 func checkMutation(t *testing.T, m store.Mutation, k crdt.Key, want crdt.PNCounter) {
@@ -401,6 +508,7 @@ func TestUniqueLoad(t *testing.T) {
 		src.insert("small", u)
 		ref.insert("small", u)
 	}
+	writeAll(src)
 	tab := newUniqueTable()
 	for _, k := range src.keys() {
 		if err := tab.load(k, src.state(k)); err != nil {
@@ -483,6 +591,7 @@ func TestUniqueConcurrent(t *testing.T) {
 		remote.insert("hot", u)
 		ref.insert("hot", u)
 	}
+	writeAll(remote)
 	for w := range writers {
 		for i := range perWriter {
 			ref.insert(videos[i%len(videos)], "u"+strconv.Itoa(i*writers/2+w)) // writers overlap
@@ -526,9 +635,10 @@ func TestUniqueConcurrent(t *testing.T) {
 		if err != nil {
 			t.Errorf("prepare: %v", err)
 		}
-		for i, k := range written {
-			last[k] = dst[i].Value
+		for i, w := range written {
+			last[w.key] = dst[i].Value
 		}
+		tab.settle(written)
 	}
 	readers.Go(func() {
 		for {
@@ -539,7 +649,7 @@ func TestUniqueConcurrent(t *testing.T) {
 			}
 			batch()
 			if keys := tab.keys(); len(keys) > 0 && len(last)%3 == 0 {
-				tab.requeue(keys[:1]) // now and then a "failed" batch
+				tab.requeue([]chunkWrite{{key: keys[0]}}) // now and then a "failed" batch
 			}
 			runtime.Gosched()
 		}
@@ -641,11 +751,17 @@ func BenchmarkUniquePrepare(b *testing.B) {
 				tab.insert("v", u)
 			}
 			keys := tab.keys()
+			writes := make([]chunkWrite, len(keys))
+			for i, k := range keys {
+				writes[i].key = k
+			}
 			var dst []store.Mutation
 			b.ReportAllocs()
 			for b.Loop() {
-				tab.requeue(keys)
-				dst, _, _ = tab.prepare(dst[:0])
+				tab.requeue(writes)
+				var written []chunkWrite
+				dst, written, _ = tab.prepare(dst[:0])
+				tab.settle(written)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(keys)), "ns/chunk")
 		})

@@ -54,9 +54,9 @@ type uniqueShard struct {
 // exists only once at least one register is nonzero.
 type uniqueSketch struct {
 	// Under shard.mu.
-	present uint64   // bit c: chunk c has a nonzero register
-	queued  uint64   // bit c: chunk c is in the table's queue
-	pending uint64   // bit c: chunk c has registers not durable yet; shadow[c] holds its durable ones
+	present uint64 // bit c: chunk c has a nonzero register
+	queued  uint64 // bit c: chunk c is in the table's queue
+	pending uint64 // bit c: chunk c has registers not durable yet; shadow[c] holds its durable ones
 	shadow  map[int]*[crdt.HLLChunkRegisters]uint8
 	sparse  []uint32 // nonzero registers as index<<8 | value, sorted; nil once dense
 	dense   *[crdt.HLLRegisters]uint8

@@ -31,7 +31,7 @@ type Metrics struct {
 
 	// fates mirrors ingested, indexed by store.Fate, for the dashboard's
 	// ingest rate (reading a Prometheus counter back is not its purpose).
-	fates [store.FateDenied + 1]atomic.Uint64
+	fates [store.FateReapplied + 1]atomic.Uint64
 }
 
 var _ region.Observer = (*Metrics)(nil)

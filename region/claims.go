@@ -88,17 +88,48 @@ func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs 
 
 // mergeResult is what merging a remote claim set did.
 type mergeResult struct {
-	changed    bool  // the local claim set changed (and was queued)
-	compensate bool  // self lost: add 1 to its N slot of the counter, in this batch
-	adopted    bool  // the local set now equals the remote one (no echo back)
-	ingestMs   int64 // when compensating: self's claim's ingest time
+	changed bool // the local claim set changed (and was queued)
+	adopted bool // the local set now equals the remote one (no echo back)
+	// owed holds the ingest time of each claim of this node (under its
+	// current or a retired replica ID) that lost and moved to
+	// StageCompensated in this merge: the caller must take back one count
+	// per entry, in the current ID's slots, in this batch.
+	owed []int64
+	// reapplied is the like transition this node made again for a lost
+	// intent that is the user's latest (likeTable.merge; zero if none), at
+	// reappliedMs: the caller counts it as made now, in this batch.
+	reapplied   store.ClaimKey
+	reappliedMs int64
+}
+
+// compensateOwn applies the claim rule to c for every replica ID in own and
+// appends the ingest time of each claim it moved to StageCompensated.
+func compensateOwn(c *crdt.Claims, own []crdt.ReplicaID, owed []int64) []int64 {
+	for _, r := range own {
+		if c.Compensate(r) {
+			owed = append(owed, c.IngestMs(r))
+		}
+	}
+	return owed
+}
+
+// owesAny reports whether any of own's claims in c lost and is not
+// compensated yet.
+func owesAny(c crdt.Claims, own []crdt.ReplicaID) bool {
+	for _, r := range own {
+		if c.Owes(r) {
+			return true
+		}
+	}
+	return false
 }
 
 // merge folds the claim set c received from a peer into k's and applies the
-// claim rule for self: if self claimed k and now loses, its claim moves to
-// StageCompensated and the caller must add 1 to self's N slot of the counter
+// claim rule for own (this node's current replica ID, then its retired
+// ones): each of their claims that now loses moves to StageCompensated and
+// the caller must add 1 to the current ID's N slot of the counter per claim
 // while still holding the admission gate. Callers hold the gate.
-func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID) mergeResult {
+func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, own []crdt.ReplicaID) mergeResult {
 	s := t.shard(k)
 	id := claimID{k.Video, k.Event, k.User}
 	s.mu.Lock()
@@ -109,9 +140,8 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID)
 	}
 	var r mergeResult
 	r.changed = cur.Merge(c)
-	if cur.Compensate(self) {
-		r.changed, r.compensate = true, true
-		r.ingestMs = cur.IngestMs(self)
+	if r.owed = compensateOwn(&cur, own, nil); len(r.owed) > 0 {
+		r.changed = true
 	}
 	if !r.changed {
 		return r

@@ -1,6 +1,7 @@
 package region
 
 import (
+	"slices"
 	"sync"
 	"testing"
 
@@ -55,10 +56,11 @@ func TestClaimTableConcurrentOneWinner(t *testing.T) {
 // claim that beats ours asks for one compensation, and only one.
 func TestClaimTableMerge(t *testing.T) {
 	const self, peer = crdt.ReplicaID(2), crdt.ReplicaID(1)
+	own := []crdt.ReplicaID{self}
 	tab := newClaimTable(1000, 500)
 	k1 := store.ClaimKey{Video: "v", User: "u1", Window: 3}
-	r := tab.merge(k1, crdt.NewClaims(peer, 3100), self)
-	if !r.changed || r.compensate || !r.adopted {
+	r := tab.merge(k1, crdt.NewClaims(peer, 3100), own)
+	if !r.changed || len(r.owed) != 0 || !r.adopted {
 		t.Fatalf("first remote claim: %+v", r)
 	}
 	if won, _ := tab.claimLocal(k1, self, 3200); won {
@@ -69,20 +71,37 @@ func TestClaimTableMerge(t *testing.T) {
 	if won, _ := tab.claimLocal(k2, self, 3500); !won {
 		t.Fatal("fresh claim refused")
 	}
-	later := tab.merge(k2, crdt.NewClaims(peer, 3600), self)
-	if !later.changed || later.compensate || later.adopted {
+	later := tab.merge(k2, crdt.NewClaims(peer, 3600), own)
+	if !later.changed || len(later.owed) != 0 || later.adopted {
 		t.Fatalf("a later remote claim: %+v (ours wins; the peer compensates)", later)
 	}
-	earlier := tab.merge(k2, crdt.NewClaims(3, 3400), self)
-	if !earlier.changed || !earlier.compensate {
+	earlier := tab.merge(k2, crdt.NewClaims(3, 3400), own)
+	if !earlier.changed || !slices.Equal(earlier.owed, []int64{3500}) {
 		t.Fatalf("an earlier remote claim: %+v, want a compensation", earlier)
 	}
-	again := tab.merge(k2, crdt.NewClaims(3, 3400), self)
-	if again.changed || again.compensate {
+	again := tab.merge(k2, crdt.NewClaims(3, 3400), own)
+	if again.changed || len(again.owed) != 0 {
 		t.Fatalf("the same claim again: %+v, want nothing", again)
 	}
 	c, _ := tab.get(k2)
 	if c.Stage(self) != crdt.StageCompensated || c.Len() != 3 {
+		t.Fatalf("claims %v", c)
+	}
+
+	// A claim made under a retired ID of this node is settled too, by its
+	// successor, as is the current ID's own losing claim in the same set.
+	const retired = crdt.ReplicaID(7)
+	k3 := store.ClaimKey{Video: "v", User: "u3", Window: 3}
+	tab.load(k3, crdt.NewClaims(retired, 3300))
+	both := crdt.NewClaims(retired, 3300)
+	both.Merge(crdt.NewClaims(self, 3350))
+	both.Merge(crdt.NewClaims(peer, 3200))
+	r3 := tab.merge(k3, both, []crdt.ReplicaID{self, retired})
+	if !r3.changed || !slices.Equal(r3.owed, []int64{3350, 3300}) {
+		t.Fatalf("a peer's earlier claim against ours under two IDs: %+v, want both compensated", r3)
+	}
+	c, _ = tab.get(k3)
+	if c.Stage(self) != crdt.StageCompensated || c.Stage(retired) != crdt.StageCompensated || c.Stage(peer) != crdt.StageClaimed {
 		t.Fatalf("claims %v", c)
 	}
 }

@@ -15,7 +15,10 @@ import (
 // the same view, each learns the other's claim; the smallest (ingest time,
 // replica) wins and every loser adds 1 to its own N slot of the video's view
 // counter, once: the compensation and the claim's move to StageCompensated
-// are one durable write. The rule is deterministic and monotone, so every
+// are one durable write. A node compensates also for the claims it made
+// under replica IDs it has retired (after an unclean async shutdown): they
+// are in its store and nobody else would take their counts back; it does so
+// in its current ID's slots. The rule is deterministic and monotone, so every
 // replica converges on exactly one count per claim.
 
 // mergeClaims folds the claim set c received from a peer (or the empty set,
@@ -40,43 +43,58 @@ func (n *Node) mergeClaims(k store.ClaimKey, c crdt.Claims) (adopted bool, err e
 	defer release()
 	var r mergeResult
 	if event == EventLike {
-		r = n.likes.merge(k, c, n.id.Replica)
+		r = n.likes.merge(k, c, n.own)
 	} else {
-		r = n.claims.merge(k, c, n.id.Replica)
+		r = n.claims.merge(k, c, n.own)
 	}
-	if r.compensate {
-		nowMs := n.now().UnixMilli()
+	for _, ingestMs := range r.owed {
 		// A lost like (odd transition) or view is taken back in N; a lost
 		// unlike (even transition) in P.
-		down := event != EventLike || k.Window%2 == 1
-		if down {
-			n.counters.decrement(e, n.id.Replica, nowMs)
-		} else {
-			n.counters.increment(e, n.id.Replica, 1, nowMs)
-		}
-		if err := n.adjustBuckets(k.Video, event, r.ingestMs, down); err != nil {
-			n.log.Error("compensate time buckets", "video", k.Video, "event", event, "err", err)
-		}
+		n.stepClaim(e, k.Video, k.User, event, event, ingestMs, event != EventLike || k.Window%2 == 1, store.FateCompensated)
 		n.compensations.Add(1)
-		// The audit trail records the compensation next to the count it
-		// takes back, in the same batch.
-		ev, err := store.EventMutation(store.Event{
-			Video: k.Video, Event: event, User: k.User, IngestMs: nowMs, Replica: n.id.Replica, Fate: store.FateCompensated,
-		}, n.eventSeq.Add(1), n.cfg.EventRetention)
-		if err == nil {
-			_, err = n.committer.Submit(ev)
+	}
+	if r.reapplied != (store.ClaimKey{}) {
+		// A like made again: P; an unlike: N (likeTable.merge).
+		logged, unlike := EventLike, r.reapplied.Window%2 == 0
+		if unlike {
+			logged = "unlike"
 		}
-		if err != nil {
-			n.log.Error("log compensation", "video", k.Video, "err", err)
-		}
-		if n.cfg.Observer != nil {
-			n.cfg.Observer.Ingested(store.FateCompensated)
-		}
+		n.stepClaim(e, k.Video, k.User, event, logged, r.reappliedMs, unlike, store.FateReapplied)
 	}
 	if r.changed {
 		n.committer.Kick()
 	}
 	return r.adopted, nil
+}
+
+// stepClaim takes one step of video's event counter (e), for user's claim, and of the time
+// buckets of ingestMs in this node's current slots, down (N) or up (P), and
+// logs it in the raw event log as logged with fate, in the same batch.
+// Callers hold the admission gate.
+func (n *Node) stepClaim(e *counterEntry, video, user, event, logged string, ingestMs int64, down bool, fate store.Fate) {
+	nowMs := n.now().UnixMilli()
+	if down {
+		n.counters.decrement(e, n.id.Replica, nowMs)
+	} else {
+		n.counters.increment(e, n.id.Replica, 1, nowMs)
+	}
+	if err := n.adjustBuckets(video, event, ingestMs, down); err != nil {
+		n.log.Error("adjust time buckets", "video", video, "event", event, "err", err)
+	}
+	// The audit trail records the step next to the count it changes, in
+	// the same batch.
+	ev, err := store.EventMutation(store.Event{
+		Video: video, Event: logged, User: user, IngestMs: nowMs, Replica: n.id.Replica, Fate: fate,
+	}, n.eventSeq.Add(1), n.cfg.EventRetention)
+	if err == nil {
+		_, err = n.committer.Submit(ev)
+	}
+	if err != nil {
+		n.log.Error("log claim step", "video", video, "event", event, "err", err)
+	}
+	if n.cfg.Observer != nil {
+		n.cfg.Observer.Ingested(fate)
+	}
 }
 
 // expireClaims drops the claim sets whose window ended more than the lag

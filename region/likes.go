@@ -3,6 +3,7 @@ package region
 import (
 	"cmp"
 	"hash/maphash"
+	"math"
 	"slices"
 	"sync"
 
@@ -180,9 +181,9 @@ func (t *likeTable) transition(video, user string, like bool, self crdt.ReplicaI
 }
 
 // merge folds the claim set c of transition k received from a peer into the
-// table and applies the claim rule for self, like claimTable.merge. Callers
+// table and applies the claim rule for own, like claimTable.merge. Callers
 // hold the admission gate.
-func (t *likeTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID) (r mergeResult) {
+func (t *likeTable) merge(k store.ClaimKey, c crdt.Claims, own []crdt.ReplicaID) (r mergeResult) {
 	s := t.shard(k.Video, k.User)
 	id := claimID{video: k.Video, user: k.User}
 	s.mu.Lock()
@@ -194,9 +195,8 @@ func (t *likeTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID) 
 		cur = ts[i].Clone() // readers may hold the old value's slots
 	}
 	r.changed = cur.Merge(c)
-	if cur.Compensate(self) {
-		r.changed, r.compensate = true, true
-		r.ingestMs = cur.IngestMs(self)
+	if r.owed = compensateOwn(&cur, own, nil); len(r.owed) > 0 {
+		r.changed = true
 	}
 	if !r.changed {
 		return r
@@ -206,11 +206,62 @@ func (t *likeTable) merge(k store.ClaimKey, c crdt.Claims, self crdt.ReplicaID) 
 		ts = append(ts, crdt.Claims{})
 	}
 	ts[i] = cur
-	s.users[id] = ts
-	t.adjustFlip(k.Video, before, top(ts))
 	r.adopted = cur.Equal(c)
 	t.enqueue(k)
+	if j, ingestMs, ok := latestLostIntent(ts, own); ok {
+		if next := top(ts) + 1; (j%2 == 1) == (next%2 == 1) && next <= MaxLikeTransitions {
+			// This node's intent is the latest and the user's state is not
+			// it: make it again as the next transition, at its own time.
+			for uint64(len(ts)) < next-1 {
+				ts = append(ts, crdt.Claims{})
+			}
+			ts = append(ts, crdt.NewClaims(own[0], ingestMs))
+			ka := likeKey(k.Video, k.User, next)
+			s.unsynced[ka] = make(chan struct{})
+			t.enqueue(ka)
+			r.reapplied, r.reappliedMs = ka, ingestMs
+		}
+	}
+	s.users[id] = ts
+	t.adjustFlip(k.Video, before, top(ts))
 	return r
+}
+
+// latestLostIntent finds this node's latest like or unlike that lost its
+// transition number to a concurrent one made elsewhere (a claim of own that
+// is not its transition's winner) and is later, by ingest time, than the
+// winner of its transition and of every transition after it: the last thing
+// the user asked for, which the numbering put under an older intent. It
+// returns that claim's transition (its parity is the intent: odd = like) and
+// ingest time. Ties in time are not later, so a claim never outranks one
+// made again for it at the same time.
+//
+// A region that did not know a user's earlier transitions (a partition)
+// numbers a new like from its stale history; after the heal it meets and
+// loses to an older like with the same number, and an unlike made after
+// that older like would undo the newer, acknowledged one. Making the lost
+// intent again as the next transition lets the latest intent win instead:
+// every node ends with the user's state of the latest intent, and the loser
+// that acts is the one node holding it.
+func latestLostIntent(ts []crdt.Claims, own []crdt.ReplicaID) (transition uint64, ingestMs int64, ok bool) {
+	later := int64(math.MinInt64) // the latest winner of transitions j+1.. and j
+	for j := len(ts) - 1; j >= 0; j-- {
+		c := ts[j]
+		w, wMs, any := c.Winner()
+		if !any {
+			continue
+		}
+		later = max(later, wMs)
+		for _, r := range own {
+			if r == w || c.Stage(r) == 0 {
+				continue
+			}
+			if ms := c.IngestMs(r); ms > later && (!ok || ms > ingestMs) {
+				transition, ingestMs, ok = uint64(j+1), ms, true
+			}
+		}
+	}
+	return transition, ingestMs, ok
 }
 
 // load puts a transition read from disk at start into the table.

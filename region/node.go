@@ -35,6 +35,7 @@ type Node struct {
 	ownStore  bool // opened by Open, closed by Close
 	committer *store.Committer
 	id        store.Identity
+	own       []crdt.ReplicaID // id.Replica, then every retired replica ID of the store (their claims are ours to settle)
 
 	counters *counterTable
 	claims   *claimTable
@@ -140,20 +141,28 @@ func Open(cfg Config) (*Node, error) {
 	if n.id.Reason != "" {
 		n.log.Info("new replica id", "replica", n.id.Replica.String(), "previous", n.id.Previous.String(), "reason", n.id.Reason)
 	}
+	retired, err := st.RetiredReplicas()
+	if err != nil {
+		if n.ownStore {
+			st.Close()
+		}
+		return nil, fmt.Errorf("open node identity: %w", err)
+	}
+	n.own = append([]crdt.ReplicaID{n.id.Replica}, retired...)
 	n.claims = newClaimTable(n.windowMs, cfg.LagBudget.Milliseconds())
 	nowMs := n.now().UnixMilli()
 	var owing []store.ClaimKey
 	err = st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error {
 		if k.Event == EventLike {
 			n.likes.load(k, c)
-			if c.Owes(n.id.Replica) {
+			if owesAny(c, n.own) {
 				owing = append(owing, k)
 			}
 			return nil
 		}
 		if n.claims.expiryMs(k.Window) > nowMs {
 			n.claims.load(k, c)
-			if c.Owes(n.id.Replica) {
+			if owesAny(c, n.own) {
 				owing = append(owing, k)
 			}
 		}
@@ -197,7 +206,8 @@ func Open(cfg Config) (*Node, error) {
 		Manual:     cfg.ManualCommit,
 	})
 	// A claim set stored as lost but not compensated (written by a version
-	// that did not compensate): apply the rule now.
+	// that did not compensate, or a claim of a replica ID retired since it
+	// was merged): apply the rule now.
 	for _, k := range owing {
 		if _, err := n.mergeClaims(k, crdt.Claims{}); err != nil {
 			n.Close()

@@ -21,6 +21,8 @@
 //	"m" "dirty"     present while a node runs with async durability; found at
 //	                start, it means the last async run did not shut down cleanly
 //	                and may have acknowledged writes it never persisted
+//	"m" "retired"   the replica IDs given up after unclean shutdowns, oldest
+//	                first (u64 BE each); their claims are still here
 //	"m" "format"    schema version (u64 BE, now 2); a newer one is refused
 //	"m" "claimhigh" written by format 1 only; ignored (claims of live windows
 //	                are all loaded at start now)

@@ -218,6 +218,12 @@ const (
 	FateCompensated Fate = 4
 	// FateDenied is a view from a user or address on the deny list; not counted.
 	FateDenied Fate = 5
+	// FateReapplied logs a like or unlike ("like" or "unlike") this replica
+	// made again, as the user's next transition, because its transition
+	// number had been taken by an older, concurrent one made elsewhere while
+	// it was the user's latest intent; not an arrival (IngestMs is the time
+	// of the step).
+	FateReapplied Fate = 6
 )
 
 // String names the fate as the HTTP API reports it.
@@ -233,6 +239,8 @@ func (f Fate) String() string {
 		return "compensated"
 	case FateDenied:
 		return "denied"
+	case FateReapplied:
+		return "reapplied"
 	}
 	return fmt.Sprintf("fate(%d)", uint8(f))
 }

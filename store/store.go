@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -117,6 +118,7 @@ var (
 	metaReplica = metaKey("replica")
 	metaDirty   = metaKey("dirty")
 	metaFormat  = metaKey("format")
+	metaRetired = metaKey("retired")
 )
 
 func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
@@ -170,6 +172,13 @@ func (s *Store) OpenIdentity(async bool) (Identity, error) {
 	case dirty:
 		id.Previous, id.Reason = crdt.ReplicaID(old), "unclean shutdown with async durability"
 	}
+	if id.Previous != 0 {
+		// Recorded before the new ID: claims made under the old one stay in
+		// this store, and their owed compensations fall to its successors.
+		if err := s.retire(id.Previous); err != nil {
+			return Identity{}, err
+		}
+	}
 	if id.Reason != "" {
 		if id.Replica, err = s.newReplicaID(crdt.ReplicaID(old)); err != nil {
 			return Identity{}, err
@@ -187,6 +196,55 @@ func (s *Store) OpenIdentity(async bool) (Identity, error) {
 		return Identity{}, fmt.Errorf("update dirty marker: %w", err)
 	}
 	return id, nil
+}
+
+// RetiredReplicas returns every replica ID this store's node had before its
+// current one (oldest first): the IDs it gave up after unclean async
+// shutdowns. Claims made under them are still in the store, so the node owes
+// whatever compensation they come to owe.
+func (s *Store) RetiredReplicas() ([]crdt.ReplicaID, error) {
+	var out []crdt.ReplicaID
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(metaRetired)
+		if err != nil {
+			return err
+		}
+		return item.Value(func(b []byte) error {
+			if len(b)%8 != 0 {
+				return fmt.Errorf("key %q: value of %d bytes, want a multiple of 8", metaRetired, len(b))
+			}
+			for ; len(b) > 0; b = b[8:] {
+				out = append(out, crdt.ReplicaID(binary.BigEndian.Uint64(b)))
+			}
+			return nil
+		})
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read retired replica ids: %w", err)
+	}
+	return out, nil
+}
+
+// retire adds r to the retired replica IDs, durably, unless it is there.
+func (s *Store) retire(r crdt.ReplicaID) error {
+	ids, err := s.RetiredReplicas()
+	if err != nil {
+		return err
+	}
+	if slices.Contains(ids, r) {
+		return nil
+	}
+	var b []byte
+	for _, id := range append(ids, r) {
+		b = binary.BigEndian.AppendUint64(b, uint64(id))
+	}
+	if err := s.setSync(metaRetired, b); err != nil {
+		return fmt.Errorf("record retired replica id: %w", err)
+	}
+	return nil
 }
 
 // MarkClean records that everything acknowledged is durable, so the next start

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,6 +33,18 @@ func openIdentity(t *testing.T, dir string, async, markClean bool) Identity {
 	return id
 }
 
+// retiredReplicas reads the retired replica IDs of the store in dir.
+func retiredReplicas(t *testing.T, dir string) []crdt.ReplicaID {
+	t.Helper()
+	s, closeStore := openStore(t, dir)
+	defer closeStore()
+	ids, err := s.RetiredReplicas()
+	if err != nil {
+		t.Fatalf("RetiredReplicas: %v", err)
+	}
+	return ids
+}
+
 func TestOpenIdentity(t *testing.T) {
 	type step struct {
 		async, markClean bool
@@ -55,6 +68,7 @@ func TestOpenIdentity(t *testing.T) {
 			dir := t.TempDir()
 			seen := map[crdt.ReplicaID]bool{}
 			var prev crdt.ReplicaID
+			var retired []crdt.ReplicaID
 			for i, st := range tt.steps {
 				id := openIdentity(t, dir, st.async, st.markClean)
 				switch st.want {
@@ -70,6 +84,10 @@ func TestOpenIdentity(t *testing.T) {
 					if id.Reason != uncleanReason || id.Previous != prev || id.Replica == prev {
 						t.Fatalf("step %d: %+v, want a new replica replacing %v after an unclean shutdown", i, id, prev)
 					}
+					retired = append(retired, prev)
+				}
+				if got := retiredReplicas(t, dir); !slices.Equal(got, retired) {
+					t.Fatalf("step %d: retired replicas %v, want %v", i, got, retired)
 				}
 				if st.want != "same" && seen[id.Replica] {
 					t.Fatalf("step %d: replica %v reused", i, id.Replica)

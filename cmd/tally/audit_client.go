@@ -188,7 +188,7 @@ type auditLine struct {
 var fateByName = map[string]store.Fate{}
 
 func init() {
-	for _, f := range []store.Fate{store.FateCounted, store.FateDuplicate, store.FateRateLimited, store.FateCompensated, store.FateDenied} {
+	for _, f := range []store.Fate{store.FateCounted, store.FateDuplicate, store.FateRateLimited, store.FateCompensated, store.FateDenied, store.FateReapplied} {
 		fateByName[f.String()] = f
 	}
 }

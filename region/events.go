@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/tallyhq/tally/crdt"
-	"github.com/tallyhq/tally/store"
 )
 
 // Event types and time buckets (issue 6).
@@ -395,14 +394,11 @@ func (v View) eventOf() string {
 	return v.Event
 }
 
-// logEvent is the raw-event log entry of v with fate f.
-func (n *Node) logEvent(v View, nowMs int64, fate store.Fate) (store.Mutation, error) {
-	ev := v.eventOf()
+// loggedEvent is v's event type as the raw event log names it: "unlike"
+// for an unlike.
+func (v View) loggedEvent() string {
 	if v.Unlike {
-		ev = "unlike"
+		return "unlike"
 	}
-	return store.EventMutation(store.Event{
-		Video: v.Video, Event: ev, User: v.User, ClientMs: v.ClientMs,
-		IngestMs: nowMs, Replica: n.id.Replica, Fate: fate,
-	}, n.eventSeq.Add(1), n.cfg.EventRetention)
+	return v.eventOf()
 }

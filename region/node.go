@@ -479,7 +479,8 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	defer release()
 
 	window := uint64(nowMs / n.windowMs)
-	muts := make([]store.Mutation, 0, len(views))
+	var events store.EventBlock // the raw events of this call, logged as few entries
+	events.Grow(len(views), 24*len(views))
 	for i, v := range views {
 		e := b.entries[i]
 		if e == nil {
@@ -519,18 +520,15 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			}
 		}
 		results[i].Fate, results[i].Counted = fate, fate == store.FateCounted
-		ev, err := n.logEvent(v, nowMs, fate)
-		if err != nil {
-			return b, err // unreachable: an Event of strings and integers always encodes
-		}
-		muts = append(muts, ev)
+		events.Add(v.Video, v.loggedEvent(), v.User, v.ClientMs, fate)
 		if n.cfg.Observer != nil {
 			n.cfg.Observer.Ingested(fate)
 		}
 	}
-	if len(muts) == 0 {
+	if events.Len() == 0 {
 		return b, nil
 	}
+	muts := events.Mutations(nowMs, n.id.Replica, func() uint64 { return n.eventSeq.Add(1) }, n.cfg.EventRetention)
 	if b.ticket, err = n.committer.Submit(muts...); err != nil {
 		// Admit holds Close off, so this cannot happen; say so loudly if it does.
 		return b, fmt.Errorf("%w: submit admitted batch: %v", ErrUnavailable, err)

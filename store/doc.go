@@ -13,7 +13,9 @@
 //	                                           msgpack (16 bytes replica, ingestMs in format 1);
 //	                                           TTL = end of window + lag budget
 //	'e' ingestMs(u64 BE) replica(u64 BE) seq(u64 BE)
-//	                                           raw event log: Event, msgpack; TTL = retention
+//	                                           raw event log: one Event, msgpack, or an
+//	                                           event block (EventBlock, first byte 0xeb):
+//	                                           the events of one ingest call; TTL = retention
 //
 // Metadata keys:
 //
@@ -23,7 +25,7 @@
 //	                and may have acknowledged writes it never persisted
 //	"m" "retired"   the replica IDs given up after unclean shutdowns, oldest
 //	                first (u64 BE each); their claims are still here
-//	"m" "format"    schema version (u64 BE, now 2); a newer one is refused
+//	"m" "format"    schema version (u64 BE, now 3); a newer one is refused
 //	"m" "claimhigh" written by format 1 only; ignored (claims of live windows
 //	                are all loaded at start now)
 //

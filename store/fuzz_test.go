@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -24,7 +25,32 @@ func FuzzDecodeStored(f *testing.F) {
 	f.Add(claimKeyBytes(ClaimKey{Video: "v", User: "u", Window: 7}))
 	f.Add([]byte{0x92, 0x91, 0x93, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 0x90})
 	f.Add([]byte{0xdd, 0xff, 0xff, 0xff, 0xff}) // array of 2^32-1 elements, no bytes
+	var eb EventBlock
+	eb.Add("v", "view", "u", 7, FateCounted)
+	eb.Add("v2", "unlike", "u", -1, FateReapplied)
+	f.Add(eb.Mutations(1, 2, func() uint64 { return 3 }, 0)[0].Value)
+	f.Add([]byte{eventBlockTag, 0xff, 0xff, 0xff, 0xff}) // 2^32-1 events, no bytes
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// Event blocks: whatever decodes re-encodes to the same bytes, and
+		// holds no more events than its bytes allow.
+		var evs []Event
+		if err := decodeEventBlock(b, 1, 2, func(e Event) error { evs = append(evs, e); return nil }); err == nil {
+			if len(evs)*minEventBytes > len(b) {
+				t.Fatalf("%d events from %d bytes", len(evs), len(b))
+			}
+			var again EventBlock
+			for _, e := range evs {
+				if e.IngestMs != 1 || e.Replica != 2 {
+					t.Fatalf("event %+v does not carry the key's time and replica", e)
+				}
+				again.Add(e.Video, e.Event, e.User, e.ClientMs, e.Fate)
+			}
+			if len(evs) > 0 && len(b) <= MaxBlockBytes-binary.MaxVarintLen64 {
+				if enc := again.Mutations(1, 2, func() uint64 { return 3 }, 0)[0].Value; !bytes.Equal(enc, b) {
+					t.Fatalf("event block round trip: %x vs %x", enc, b)
+				}
+			}
+		}
 		if c, err := decodeClaims(b); err == nil {
 			st := c.State()
 			enc, err := st.MarshalBinary()

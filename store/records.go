@@ -259,11 +259,7 @@ type Event struct {
 // EventMutation is the write that logs ev under a unique key until ttl passes.
 // seq must be unique per replica and millisecond.
 func EventMutation(ev Event, seq uint64, ttl time.Duration) (Mutation, error) {
-	k := make([]byte, 0, 25)
-	k = append(k, prefixEvent)
-	k = binary.BigEndian.AppendUint64(k, uint64(ev.IngestMs))
-	k = binary.BigEndian.AppendUint64(k, uint64(ev.Replica))
-	k = binary.BigEndian.AppendUint64(k, seq)
+	k := eventKey(ev.IngestMs, ev.Replica, seq)
 	v, err := msgpack.Marshal(&ev)
 	if err != nil {
 		return Mutation{}, fmt.Errorf("encode event: %w", err)
@@ -286,11 +282,18 @@ func (s *Store) ForEachEvent(fromMs, toMs int64, fn func(Event) error) error {
 			if int64(binary.BigEndian.Uint64(item.Key()[1:])) >= toMs {
 				return nil
 			}
-			var ev Event
-			if err := item.Value(func(v []byte) error { return decodeEvent(v, &ev) }); err != nil {
-				return err
-			}
-			if err := fn(ev); err != nil {
+			key := item.Key()
+			err := item.Value(func(v []byte) error {
+				if len(v) > 0 && v[0] == eventBlockTag {
+					return decodeEventBlock(v, int64(binary.BigEndian.Uint64(key[1:])), crdt.ReplicaID(binary.BigEndian.Uint64(key[9:])), fn)
+				}
+				var ev Event
+				if err := decodeEvent(v, &ev); err != nil {
+					return err
+				}
+				return fn(ev)
+			})
+			if err != nil {
 				return err
 			}
 		}

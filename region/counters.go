@@ -29,6 +29,9 @@ type counterTable struct {
 	ttl func(k crdt.Key, nowMs int64) time.Duration
 	// now is the node's clock, for ttl.
 	now func() time.Time
+	// self is this node's replica ID: its increments take the lock-free
+	// path (counterEntry.pending).
+	self crdt.ReplicaID
 }
 
 type counterShard struct {
@@ -36,14 +39,21 @@ type counterShard struct {
 	m  map[crdt.Key]*counterEntry
 }
 
-// counterEntry is one counter. Writers hold mu; readers load view without locking.
+// counterEntry is one counter. Writers hold mu, except this node's own
+// increments, which take no lock: a hot key taking every view of a viral
+// video does not serialise its writers on mu (issue 9). They add to pending,
+// which whoever next holds mu folds into live (foldLocked) before reading
+// or changing it. Readers load view without locking.
 type counterEntry struct {
 	key crdt.Key
 
-	mu      sync.Mutex     // protects live, durable, dirty
-	live    crdt.PNCounter // every applied increment, durable or not
+	mu      sync.Mutex     // protects live, durable
+	live    crdt.PNCounter // every applied increment, durable or not, but pending
 	durable crdt.PNCounter // the state known to be on disk
-	dirty   bool           // live is ahead of what was last handed to a batch
+	dirty   atomic.Bool    // live (or pending) is ahead of what was last handed to a batch
+
+	pending   atomic.Uint64 // this node's increments not folded into live yet
+	pendingMs atomic.Int64  // the newest time of those (stored before pending grows)
 
 	view atomic.Pointer[countView] // durable value, for lock-free reads
 }
@@ -108,13 +118,31 @@ func (t *counterTable) len() int {
 	return n
 }
 
-// increment adds n views to replica r's slot of e and queues e for the next batch.
+// increment adds n views to replica r's slot of e and queues e for the next
+// batch. This node's own increments take no lock.
 func (t *counterTable) increment(e *counterEntry, r crdt.ReplicaID, n uint64, nowMs int64) {
+	if r == t.self && r != 0 {
+		for {
+			ms := e.pendingMs.Load()
+			if ms >= nowMs || e.pendingMs.CompareAndSwap(ms, nowMs) {
+				break
+			}
+		}
+		e.pending.Add(n)
+		t.enqueue(e.markDirty(), e)
+		return
+	}
 	e.mu.Lock()
 	e.live.Increment(r, n, nowMs)
-	queue := e.markDirtyLocked()
 	e.mu.Unlock()
-	t.enqueue(queue, e)
+	t.enqueue(e.markDirty(), e)
+}
+
+// foldLocked moves the pending increments into live. Callers hold e.mu.
+func (t *counterTable) foldLocked(e *counterEntry) {
+	if n := e.pending.Swap(0); n != 0 {
+		e.live.Increment(t.self, n, e.pendingMs.Load())
+	}
 }
 
 // decrement adds 1 to replica r's N slot of e (an unlike, or a lost claim:
@@ -122,18 +150,13 @@ func (t *counterTable) increment(e *counterEntry, r crdt.ReplicaID, n uint64, no
 func (t *counterTable) decrement(e *counterEntry, r crdt.ReplicaID, nowMs int64) {
 	e.mu.Lock()
 	e.live.Decrement(r, 1, nowMs)
-	queue := e.markDirtyLocked()
 	e.mu.Unlock()
-	t.enqueue(queue, e)
+	t.enqueue(e.markDirty(), e)
 }
 
-// markDirtyLocked flags e dirty and reports whether it must join the dirty
-// list (it was clean). Callers hold e.mu.
-func (e *counterEntry) markDirtyLocked() bool {
-	queue := !e.dirty
-	e.dirty = true
-	return queue
-}
+// markDirty flags e dirty and reports whether it must join the dirty list
+// (it was clean).
+func (e *counterEntry) markDirty() bool { return !e.dirty.Swap(true) }
 
 func (t *counterTable) enqueue(queue bool, e *counterEntry) {
 	if queue {
@@ -167,9 +190,10 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 		nowMs = t.now().UnixMilli()
 	}
 	for _, e := range dirty {
+		e.dirty.Store(false) // before the fold: a later increment queues e again
 		e.mu.Lock()
+		t.foldLocked(e)
 		st := e.live.Clone()
-		e.dirty = false
 		e.mu.Unlock()
 		var ttl time.Duration
 		if t.ttl != nil {
@@ -214,10 +238,10 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 // changed anything; it reports whether it did.
 func (t *counterTable) merge(e *counterEntry, st crdt.PNCounter) bool {
 	e.mu.Lock()
+	t.foldLocked(e)
 	changed := e.live.Merge(st)
-	queue := changed && e.markDirtyLocked()
 	e.mu.Unlock()
-	t.enqueue(queue, e)
+	t.enqueue(changed && e.markDirty(), e)
 	return changed
 }
 
@@ -240,9 +264,10 @@ func (t *counterTable) remove(expired func(crdt.Key) bool) int {
 }
 
 // liveEquals reports whether e's live state is exactly st.
-func (e *counterEntry) liveEquals(st crdt.PNCounter) bool {
+func (t *counterTable) liveEquals(e *counterEntry, st crdt.PNCounter) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	t.foldLocked(e)
 	return e.live.Equal(st)
 }
 
@@ -262,10 +287,7 @@ func (e *counterEntry) durableState() crdt.PNCounter {
 }
 
 func (t *counterTable) requeue(e *counterEntry) {
-	e.mu.Lock()
-	queue := e.markDirtyLocked()
-	e.mu.Unlock()
-	t.enqueue(queue, e)
+	t.enqueue(e.markDirty(), e)
 }
 
 // publish makes the durable state visible to readers. Callers hold e.mu.
@@ -274,8 +296,9 @@ func (e *counterEntry) publish() {
 }
 
 // liveValue is the value including increments not yet durable (async acks).
-func (e *counterEntry) liveValue() uint64 {
+func (t *counterTable) liveValue(e *counterEntry) uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	t.foldLocked(e)
 	return e.live.Value()
 }

@@ -149,6 +149,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("open node identity: %w", err)
 	}
 	n.own = append([]crdt.ReplicaID{n.id.Replica}, retired...)
+	n.counters.self = n.id.Replica
 	n.claims = newClaimTable(n.windowMs, cfg.LagBudget.Milliseconds())
 	nowMs := n.now().UnixMilli()
 	var owing []store.ClaimKey
@@ -424,7 +425,7 @@ func (n *Node) fillCounts(b *ingestBatch, results []Result) {
 			if n.cfg.Durability == DurabilitySync {
 				results[i].Count = e.view.Load().value
 			} else {
-				results[i].Count = e.liveValue()
+				results[i].Count = n.counters.liveValue(e)
 			}
 		}
 	}

@@ -403,7 +403,7 @@ func (n *Node) applyEntry(r *replicator, a replication.Apply, e replication.Entr
 	if err != nil {
 		return err
 	}
-	n.noteEcho(r, a, e, n.counters.merge(entry, e.State) && entry.liveEquals(e.State))
+	n.noteEcho(r, a, e, n.counters.merge(entry, e.State) && n.counters.liveEquals(entry, e.State))
 	return nil
 }
 

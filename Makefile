@@ -3,7 +3,7 @@ GO ?= go
 HTTP ?= :8080
 DATA ?= ./data
 
-.PHONY: run build test vet test-deps test-dashboard bench bench-go bench-cluster fuzz sim sim-swarm clean
+.PHONY: run build test vet test-deps test-dashboard bench bench-go bench-cluster bench-compare bench-scale fuzz sim sim-swarm clean
 
 ## run: one node on embedded Badger, HTTP on :8080, data in ./data
 run:
@@ -44,6 +44,18 @@ bench-cluster:
 bench-go:
 	$(GO) test -run=NONE -bench=. -benchmem -benchtime=1s ./crdt/ ./region/
 
+## bench-compare: tally side by side with the seeds' design (redis-server, appendfsync always, the dedup Lua
+## script by EVALSHA; installed with apt-get if missing) and a bare echo server, same load generator, mixes and
+## connections; BENCH_DURATION per run (default 10s), BENCH_COMPARE_FLAGS for more (tally bench compare -h)
+bench-compare:
+	bash scripts/bench-compare.sh
+
+## bench-scale: BENCH_SCALE_KEYS distinct videos (default 10,000,000) on one durable node: memory and disk per
+## video, startup time, GET latency on cold keys
+BENCH_SCALE_KEYS ?= 10000000
+bench-scale: build
+	./bin/tally bench scale --keys $(BENCH_SCALE_KEYS)
+
 ## drill: failover drills on a local 3 regions x 2 nodes cluster under load (kill -9 the nearest region,
 ## partition and heal with network namespaces (root only; skipped otherwise), rolling restart)
 .PHONY: drill
@@ -69,6 +81,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzDecodeStored -fuzztime=$(FUZZTIME) ./store/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeViewBody -fuzztime=$(FUZZTIME) ./httpapi/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeEventsBody -fuzztime=$(FUZZTIME) ./httpapi/
+	$(GO) test -run=NONE -fuzz=FuzzDecodeEventsFast -fuzztime=$(FUZZTIME) ./httpapi/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeLikeBody -fuzztime=$(FUZZTIME) ./httpapi/
 	$(GO) test -run=NONE -fuzz=FuzzParseQueryTime -fuzztime=$(FUZZTIME) ./httpapi/
 	$(GO) test -run=NONE -fuzz=FuzzChunkFromState -fuzztime=$(FUZZTIME) ./crdt/

@@ -20,7 +20,8 @@ import (
 // bounds what it allocates by the body it is given (itself bounded by
 // readJSONBody) and answers bad input with an *apiError or *region.InputError
 // carrying a stable code, never a panic. FuzzDecodeViewBody and
-// FuzzDecodeEventsBody hold them to that.
+// FuzzDecodeEventsBody hold them to that; FuzzDecodeEventsFast holds the
+// batch decoder's fast path (batchdecode.go) to encoding/json's answers.
 
 // readJSONBody checks the content type and reads at most limit bytes.
 func readJSONBody(c echo.Context, limit int64) ([]byte, error) {
@@ -91,10 +92,21 @@ func decodeLikeBody(body []byte) (video, user string, clientMs int64, err error)
 }
 
 // decodeEventsBody decodes the body of POST /v1/events: a JSON array of at
-// most MaxBatchEvents events. It decodes one element at a time and stops at
-// the first one over the limit, so a body of tiny elements ("[{},{},...]")
-// cannot make it allocate far more than its own size.
+// most MaxBatchEvents events. The bodies clients usually send take the fast
+// path (decodeEventsFast); every other body, valid or not, is decoded by
+// decodeEventsJSON, which also gives every error.
 func decodeEventsBody(body []byte) ([]batchEvent, error) {
+	if events, ok := decodeEventsFast(body); ok {
+		return events, nil
+	}
+	return decodeEventsJSON(body)
+}
+
+// decodeEventsJSON is decodeEventsBody by encoding/json: the reference for
+// every body. It decodes one element at a time and stops at the first one
+// over the limit, so a body of tiny elements ("[{},{},...]") cannot make it
+// allocate far more than its own size.
+func decodeEventsJSON(body []byte) ([]batchEvent, error) {
 	malformed := func(err error) error {
 		return errf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON body: %v", err)
 	}

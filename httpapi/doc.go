@@ -16,7 +16,8 @@
 // Retry-After). Nothing is counted for a request that errs.
 //
 // Request bodies are untrusted: they are size-bounded before and while they
-// are read, and decoded by functions that are fuzzed (decode.go). Ingest
+// are read, and decoded by functions that are fuzzed (decode.go; the fast
+// path of batch bodies, batchdecode.go, against encoding/json). Ingest
 // requests are admitted against in-flight bounds before their body is read
 // (shed.go), the listener bounds connections and has read, write and idle
 // timeouts, so memory stays bounded under overload and slow clients.

@@ -33,10 +33,25 @@ const benchUsage = `Usage:
       videos into another, restarts the killed node on its data directory and
       times until it holds every key.
 
-Run "tally bench visibility -h" or "tally bench repair -h" for the flags.
+  tally bench compare [flags]
+      tally against the seeds' Redis design side by side: starts a durable
+      tally serve, redis-server (appendonly yes, appendfsync always) with the
+      seeds' SISMEMBER/INCR/SADD dedup script called by EVALSHA, and a bare
+      echo server as the HTTP ceiling, all on 127.0.0.1; drives each with the
+      same closed-loop generator and mix, and prints ops/s, latency
+      percentiles, server CPU and the ratios.
+  tally bench scale [flags]
+      many distinct videos on one node: ingests --keys videos (one view
+      each) into a durable tally serve, then reports memory and disk per key,
+      the time to restart, and GET latency on cold keys (read from disk).
+  tally bench echo-server --http ADDR
+      the echo ceiling of "tally bench compare" on its own.
+
+Run "tally bench NAME -h" for the flags.
 `
 
-// runBench is "tally bench": cluster benchmarks on loopback.
+// runBench is "tally bench": benchmarks on loopback (cluster ones, and the
+// comparison with the seeds' Redis design).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, benchUsage)
@@ -47,6 +62,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return runBenchVisibility(ctx, args[1:], stdout, stderr)
 	case "repair":
 		return runBenchRepair(ctx, args[1:], stdout, stderr)
+	case "compare":
+		return runBenchCompare(ctx, args[1:], stdout, stderr)
+	case "scale":
+		return runBenchScale(ctx, args[1:], stdout, stderr)
+	case "echo-server":
+		return runBenchEchoServer(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, benchUsage)
 		return 0

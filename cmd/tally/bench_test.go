@@ -157,6 +157,17 @@ func TestBenchFlags(t *testing.T) {
 		{"bench", "repair", "--keys", "0"},
 		{"bench", "repair", "--stop", "pause"},
 		{"bench", "repair", "extra"},
+		{"bench", "compare", "--duration", "0s"},
+		{"bench", "compare", "--duration", "3m"},
+		{"bench", "compare", "--mixes", "hot"},
+		{"bench", "compare", "--runs", "view,nope"},
+		{"bench", "compare", "--batch", "10001"},
+		{"bench", "compare", "--repeat", "1"},
+		{"bench", "compare", "extra"},
+		{"bench", "scale", "--keys", "0"},
+		{"bench", "scale", "--keys", "10", "--sample", "11"},
+		{"bench", "scale", "extra"},
+		{"bench", "echo-server", "extra"},
 	} {
 		errb.Reset()
 		if code := run(ctx, args, &out, &errb); code != 2 {
@@ -165,7 +176,7 @@ func TestBenchFlags(t *testing.T) {
 	}
 }
 
-// TestBenchEndToEnd runs both benchmarks at a tiny size on real processes.
+// TestBenchEndToEnd runs the benchmarks at a tiny size on real processes.
 func TestBenchEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real tally serve processes")
@@ -193,6 +204,68 @@ func TestBenchEndToEnd(t *testing.T) {
 		}
 		if strings.Contains(line, "ready_to_keys=- ") || strings.Contains(line, "bytes_to_node=0 ") {
 			t.Errorf("summary incomplete: %s", line)
+		}
+	})
+
+	t.Run("compare", func(t *testing.T) {
+		args := []string{"bench", "compare", "--duration", "300ms", "--conns", "4", "--batch-conns", "2", "--batch", "50",
+			"--videos", "20", "--mixes", "half=0.5", "--dir", filepath.Join(t.TempDir(), "c")}
+		systems := []string{"tally", "echo", "redis+lua"}
+		if _, err := exec.LookPath("redis-server"); err != nil {
+			t.Logf("redis-server not installed: comparing without it")
+			args = append(args, "--redis-server", "")
+			systems = systems[:2]
+		}
+		cmd := exec.CommandContext(ctx, bin, args...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("tally bench compare: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errb.String())
+		}
+		// A row per run and system (paced runs on tally only), none with an
+		// error or an answer against the dedup rule (the run would fail),
+		// and the ratios.
+		rows := map[string]bool{}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if f := strings.Fields(line); len(f) == 16 && f[0] == "half" {
+				rows[f[1]+" "+f[2]] = true
+			}
+		}
+		want := []string{"view@50% tally", "get@50% tally", "batch tally"}
+		for _, sys := range systems {
+			want = append(want, "view "+sys, "get "+sys)
+		}
+		if len(systems) == 3 {
+			want = append(want, "batch redis+lua")
+		}
+		for _, w := range want {
+			if !rows[w] {
+				t.Errorf("no row %q in:\n%s", w, out.String())
+			}
+		}
+		if len(rows) != len(want) {
+			t.Errorf("%d rows, want %d:\n%s", len(rows), len(want), out.String())
+		}
+		if !strings.Contains(out.String(), "tally/echo") || (len(systems) == 3 && !strings.Contains(out.String(), "tally/redis+lua")) {
+			t.Errorf("ratios missing:\n%s", out.String())
+		}
+	})
+
+	t.Run("scale", func(t *testing.T) {
+		cmd := exec.CommandContext(ctx, bin, "bench", "scale", "--keys", "3000", "--batch", "500", "--sample", "300",
+			"--read-conns", "4", "--dir", filepath.Join(t.TempDir(), "s"))
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("tally bench scale: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errb.String())
+		}
+		// Every cold and warm read found its video with one view (else the
+		// run fails); the report has every figure.
+		for _, want := range []string{"3000 distinct videos", "RAM after ingest", "RAM after restart", "disk ", "startup ",
+			"GET cold          300 reads", "GET warm          300 reads"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("report lacks %q:\n%s", want, out.String())
+			}
 		}
 	})
 

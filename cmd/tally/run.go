@@ -13,7 +13,7 @@ Usage:
   tally load  [flags]   closed-loop HTTP load generator against a tally node
   tally cluster [flags] a local multi-region cluster of real tally serve processes
   tally sim [flags]     deterministic simulation of regions × nodes with faults
-  tally bench visibility|repair [flags]  cluster benchmarks on loopback
+  tally bench visibility|repair|compare|scale [flags]  benchmarks on loopback (compare: against Redis+Lua)
   tally drill [flags]   failover drills on a local cluster under load (kill, partition, rolling restart)
   tally audit --endpoints URL[,URL...]  recompute every count from the nodes' raw event logs and compare
   tally probe URL       exit 0 if GET URL answers 200 (container health checks)

@@ -1,0 +1,917 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// "tally bench compare" (issue 9) runs tally side by side with the seeds'
+// Redis design and with a bare echo server, on this machine, under one
+// closed-loop load generator: the same connections, the same user/video
+// mixes, the same duration for each system.
+
+// seedsDedupScript is the seeds' Redis design (shared/seeds, "Redis
+// Pipelining vs Lua"): count a view only if the user is not yet in the
+// video's viewer set, atomically.
+const seedsDedupScript = `if redis.call("SISMEMBER", KEYS[2], ARGV[1]) == 0 then
+  redis.call("INCR", KEYS[1])
+  redis.call("SADD", KEYS[2], ARGV[1])
+  return 1
+else
+  return 0
+end`
+
+// cmpConfig is what "tally bench compare" does.
+type cmpConfig struct {
+	RedisServer string // path of redis-server; empty skips Redis
+	NoEcho      bool
+	Duration    time.Duration
+	Conns       int
+	BatchConns  int
+	BatchSize   int
+	Videos      int
+	Repeat      float64
+	Mixes       []cmpMix
+	Runs        []string // view, get, batch
+	Paced       bool     // also run tally at 50% of its peak for latency
+	Dir         string
+	ServeFlags  []string
+	Seed        int64
+}
+
+// cmpMix is a user/video mix: a fraction of the load on one hot video, the
+// rest spread uniformly over cfg.Videos videos.
+type cmpMix struct {
+	Name string
+	Hot  float64
+}
+
+// Bounds of the comparison benchmark.
+const (
+	cmpMaxDuration = 2 * time.Minute
+	cmpMaxOps      = 200_000_000 // per run, whatever the duration
+	cmpMaxSamples  = 1 << 21     // latencies kept per worker
+)
+
+// runBenchCompare is "tally bench compare".
+func runBenchCompare(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tally bench compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg cmpConfig
+	fs.StringVar(&cfg.RedisServer, "redis-server", "redis-server", "redis-server `binary` (looked up in PATH); empty skips Redis")
+	fs.BoolVar(&cfg.NoEcho, "no-echo", false, "skip the echo ceiling")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each run (max 2m)")
+	fs.IntVar(&cfg.Conns, "conns", 64, "closed-loop connections of single-view and read runs")
+	fs.IntVar(&cfg.BatchConns, "batch-conns", 4, "connections of batch runs")
+	fs.IntVar(&cfg.BatchSize, "batch", 1000, "views per batch (one POST /v1/events; one Redis pipeline of EVALSHA)")
+	fs.IntVar(&cfg.Videos, "videos", 10000, "distinct videos of the spread part of the mix")
+	fs.Float64Var(&cfg.Repeat, "repeat", 0.1, "fraction of views resending an acknowledged (video, user): duplicates")
+	mixes := fs.String("mixes", "spread=0,hot=1", "comma-separated NAME=HOT: HOT is the fraction of the load on one video")
+	runs := fs.String("runs", "view,get,batch", "comma-separated runs: view, get, batch")
+	fs.BoolVar(&cfg.Paced, "paced", true, "also run tally's view and get at 50% of their peak, for latency")
+	fs.StringVar(&cfg.Dir, "dir", "", "data folder (default: a new temporary folder, removed at the end)")
+	serveFlags := fs.String("serve-flags", "", "extra flags for tally serve, space separated")
+	fs.Int64Var(&cfg.Seed, "seed", 1, "random seed")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg.ServeFlags = strings.Fields(*serveFlags)
+	var err error
+	if cfg.Mixes, err = parseMixes(*mixes); err != nil {
+		fmt.Fprintf(stderr, "tally bench compare: --mixes: %v\n", err)
+		return 2
+	}
+	for _, r := range strings.Split(*runs, ",") {
+		switch r = strings.TrimSpace(r); r {
+		case "view", "get", "batch":
+			cfg.Runs = append(cfg.Runs, r)
+		default:
+			fmt.Fprintf(stderr, "tally bench compare: --runs: unknown run %q\n", r)
+			return 2
+		}
+	}
+	switch {
+	case fs.NArg() > 0:
+		err = fmt.Errorf("unexpected arguments %q", fs.Args())
+	case cfg.Duration <= 0 || cfg.Duration > cmpMaxDuration:
+		err = fmt.Errorf("--duration: want (0, %s]", cmpMaxDuration)
+	case cfg.Conns < 1 || cfg.Conns > 1024 || cfg.BatchConns < 1 || cfg.BatchConns > 256:
+		err = errors.New("--conns: want 1..1024, --batch-conns 1..256")
+	case cfg.BatchSize < 1 || cfg.BatchSize > 10_000:
+		err = errors.New("--batch: want 1..10000")
+	case cfg.Videos < 1:
+		err = errors.New("--videos: want >= 1")
+	case !(cfg.Repeat >= 0 && cfg.Repeat < 1):
+		err = errors.New("--repeat: want [0, 1)")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tally bench compare: %v\n", err)
+		return 2
+	}
+	if cfg.RedisServer != "" {
+		if cfg.RedisServer, err = exec.LookPath(cfg.RedisServer); err != nil {
+			fmt.Fprintf(stderr, "tally bench compare: redis-server not found: %v (install the Debian package redis-server: apt-get install redis-server; or pass --redis-server '' to skip Redis)\n", err)
+			return 1
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "tally bench compare: find own binary: %v\n", err)
+		return 1
+	}
+	if cfg.Dir == "" {
+		if cfg.Dir, err = os.MkdirTemp("", "tally-bench-compare-"); err != nil {
+			fmt.Fprintf(stderr, "tally bench compare: data folder: %v\n", err)
+			return 1
+		}
+		defer os.RemoveAll(cfg.Dir)
+	}
+	if err := benchCompare(ctx, exe, cfg, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "tally bench compare: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseMixes parses --mixes: NAME=HOT,NAME=HOT...
+func parseMixes(s string) ([]cmpMix, error) {
+	var out []cmpMix
+	for _, part := range strings.Split(s, ",") {
+		name, hot, ok := strings.Cut(strings.TrimSpace(part), "=")
+		f, err := strconv.ParseFloat(hot, 64)
+		if !ok || name == "" || err != nil || !(f >= 0 && f <= 1) {
+			return nil, fmt.Errorf("%q: want NAME=FRACTION", part)
+		}
+		out = append(out, cmpMix{Name: name, Hot: f})
+	}
+	return out, nil
+}
+
+// cmpResult is one run's outcome.
+type cmpResult struct {
+	Mix, Run, System string
+	Conns            int
+	PacedAt          float64 // ops/s asked for; 0 for closed loop
+	Ops, Errors      int64
+	Views, Counted   int64
+	Wrong            int64 // fresh views not counted plus resends counted: 0 for a deduplicating counter
+	Checked          bool  // Wrong was checked (the system deduplicates; the echo ceiling does not)
+	Elapsed          time.Duration
+	P50, P99, P999   time.Duration
+	ServerCPU        time.Duration // CPU time of the server process during the run
+	ServerP99        time.Duration // tally only: p99 by its own request histogram (upper bucket bound)
+	GenCPU           time.Duration // CPU time of this process (the generator)
+	FirstErr         string
+}
+
+func (r cmpResult) opsPerSec() float64   { return float64(r.Ops) / r.Elapsed.Seconds() }
+func (r cmpResult) viewsPerSec() float64 { return float64(r.Views) / r.Elapsed.Seconds() }
+
+// cmpClient is one worker's connection to a system under test.
+type cmpClient interface {
+	view(ctx context.Context, video, user string) (counted bool, err error)
+	get(ctx context.Context, video string) error
+	batch(ctx context.Context, pairs []cmpPair) (counted int, err error)
+	close()
+}
+
+type cmpPair struct{ video, user string }
+
+// cmpSystem is a server under test: how to reach it and its process.
+type cmpSystem struct {
+	name      string
+	pid       int
+	metrics   string // URL of a Prometheus endpoint with tally's request histogram; empty for others
+	newClient func() cmpClient
+	batches   bool // supports batch runs
+	dedups    bool // counts each (video, user) once: its answers are checked (cmpResult.Wrong)
+}
+
+func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr io.Writer) error {
+	progress := func(format string, a ...any) { fmt.Fprintf(stderr, "tally bench compare: "+format+"\n", a...) }
+	var procs []*cmpProc
+	defer func() {
+		for _, p := range procs {
+			p.stop(20 * time.Second)
+		}
+	}()
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return fmt.Errorf("data folder: %w", err)
+	}
+	logf, err := os.Create(filepath.Join(cfg.Dir, "servers.log"))
+	if err != nil {
+		return fmt.Errorf("server log: %w", err)
+	}
+	defer logf.Close()
+
+	// tally serve, durable (sync durability, the default), on its own folder.
+	tallyAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return err
+	}
+	targs := append([]string{"serve", "--data", filepath.Join(cfg.Dir, "tally"), "--http", tallyAddr, "--log-level", "warn"}, cfg.ServeFlags...)
+	tp, err := startCmpProc(exe, targs, logf)
+	if err != nil {
+		return err
+	}
+	procs = append(procs, tp)
+	if err := waitHTTP(ctx, "http://"+tallyAddr+"/readyz", 60*time.Second, tp); err != nil {
+		return fmt.Errorf("tally serve: %w", err)
+	}
+	progress("tally serve %s (pid %d), durable, data in %s", tallyAddr, tp.cmd.Process.Pid, filepath.Join(cfg.Dir, "tally"))
+	systems := []cmpSystem{{name: "tally", pid: tp.cmd.Process.Pid, batches: true, dedups: true, metrics: "http://" + tallyAddr + "/metrics", newClient: func() cmpClient {
+		return &httpCmpClient{c: newBenchConn(tallyAddr, 30*time.Second)}
+	}}}
+
+	if cfg.RedisServer != "" {
+		rp, rc, sha, err := startRedis(ctx, cfg.RedisServer, filepath.Join(cfg.Dir, "redis"), max(cfg.Conns, cfg.BatchConns), logf)
+		if rp != nil {
+			procs = append(procs, rp)
+		}
+		if err != nil {
+			return err
+		}
+		defer rc.Close() //nolint:errcheck // the pool of a finished benchmark
+		progress("redis-server %s (pid %d), appendonly yes, appendfsync always; dedup script loaded as %s", rc.Options().Addr, rp.cmd.Process.Pid, sha)
+		systems = append(systems, cmpSystem{name: "redis+lua", pid: rp.cmd.Process.Pid, batches: true, dedups: true, newClient: func() cmpClient {
+			return &redisCmpClient{rc: rc, sha: sha}
+		}})
+	}
+	if !cfg.NoEcho {
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return err
+		}
+		ep, err := startCmpProc(exe, []string{"bench", "echo-server", "--http", addr}, logf)
+		if err != nil {
+			return err
+		}
+		procs = append(procs, ep)
+		if err := waitHTTP(ctx, "http://"+addr+"/videos/x/views", 30*time.Second, ep); err != nil {
+			return fmt.Errorf("echo server: %w", err)
+		}
+		progress("echo ceiling %s (pid %d): bare echo, fixed answers", addr, ep.cmd.Process.Pid)
+		systems = append(systems, cmpSystem{name: "echo", pid: ep.cmd.Process.Pid, newClient: func() cmpClient {
+			return &httpCmpClient{c: newBenchConn(addr, 30*time.Second)}
+		}})
+	}
+
+	var results []cmpResult
+	runID := 0 // names the fresh users of each run apart
+	for _, mix := range cfg.Mixes {
+		for _, run := range cfg.Runs {
+			for _, sys := range systems {
+				if run == "batch" && !sys.batches {
+					continue
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				rc := cmpRunConfig{mix: mix, run: run, conns: cfg.Conns, videos: cfg.Videos,
+					runID: runID, repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed}
+				if run == "batch" {
+					rc.conns = cfg.BatchConns
+				}
+				progress("%s %s on %s: %d conns for %s", mix.Name, run, sys.name, rc.conns, cfg.Duration)
+				res := cmpRun(ctx, rc, sys)
+				results = append(results, res)
+				runID++
+				progress("  %.0f ops/s, %.0f views/s, p99 %s, errors %d %s", res.opsPerSec(), res.viewsPerSec(), benchDur(res.P99), res.Errors, res.FirstErr)
+			}
+		}
+		if cfg.Paced {
+			for _, run := range []string{"view", "get"} {
+				peak := findResult(results, mix.Name, run, "tally", 0)
+				if peak == nil || peak.Ops == 0 {
+					continue
+				}
+				rc := cmpRunConfig{mix: mix, run: run, conns: cfg.Conns, videos: cfg.Videos, runID: runID,
+					repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed + 7, pace: peak.opsPerSec() / 2}
+				progress("%s %s on tally at 50%% of peak: %.0f ops/s", mix.Name, run, rc.pace)
+				res := cmpRun(ctx, rc, systems[0])
+				results = append(results, res)
+				runID++
+				progress("  %.0f ops/s, p99 %s, errors %d %s", res.opsPerSec(), benchDur(res.P99), res.Errors, res.FirstErr)
+			}
+		}
+	}
+	writeCmpReport(stdout, cfg, results)
+	for _, r := range results {
+		if r.Errors > 0 {
+			return fmt.Errorf("%s %s on %s: %d errors (first: %s)", r.Mix, r.Run, r.System, r.Errors, r.FirstErr)
+		}
+		if r.Wrong > 0 {
+			return fmt.Errorf("%s %s on %s: %d answers against the dedup rule", r.Mix, r.Run, r.System, r.Wrong)
+		}
+	}
+	return nil
+}
+
+// findResult is the result of mix, run and system, closed loop (paced 0) or
+// paced.
+func findResult(rs []cmpResult, mix, run, system string, paced float64) *cmpResult {
+	for i := range rs {
+		r := &rs[i]
+		if r.Mix == mix && r.Run == run && r.System == system && (r.PacedAt > 0) == (paced > 0) {
+			return r
+		}
+	}
+	return nil
+}
+
+// writeCmpReport prints the table of rs and the tally/other ratios.
+func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
+	fmt.Fprintf(w, "\n== tally bench compare: %s per run, %d conns (batch: %d conns x %d views), %d videos + hot key, repeat %.2f, %d CPUs shared by servers and generator\n",
+		cfg.Duration, cfg.Conns, cfg.BatchConns, cfg.BatchSize, cfg.Videos, cfg.Repeat, runtime.NumCPU())
+	fmt.Fprintf(w, "%-7s %-8s %-10s %6s %11s %11s %8s %9s %9s %9s %9s %10s %10s %10s %7s %6s\n",
+		"mix", "run", "system", "conns", "ops/s", "views/s", "counted", "p50", "p99", "p999", "srv-p99≤", "srv-cores", "srv-µs/v", "gen-cores", "errors", "wrong")
+	for _, r := range rs {
+		run := r.Run
+		if r.PacedAt > 0 {
+			run += "@50%"
+		}
+		perView := 0.0
+		if r.Views > 0 {
+			perView = float64(r.ServerCPU.Microseconds()) / float64(r.Views)
+		} else if r.Ops > 0 {
+			perView = float64(r.ServerCPU.Microseconds()) / float64(r.Ops)
+		}
+		srvP99 := "-"
+		if r.ServerP99 > 0 {
+			srvP99 = benchDur(r.ServerP99)
+		}
+		wrong := "-"
+		if r.Checked && r.Views > 0 {
+			wrong = strconv.FormatInt(r.Wrong, 10)
+		}
+		counted := "-"
+		if r.Views > 0 {
+			counted = strconv.FormatFloat(100*float64(r.Counted)/float64(r.Views), 'f', 1, 64) + "%"
+		}
+		fmt.Fprintf(w, "%-7s %-8s %-10s %6d %11.0f %11.0f %8s %9s %9s %9s %9s %10.2f %10.2f %10.2f %7d %6s\n",
+			r.Mix, run, r.System, r.Conns, r.opsPerSec(), r.viewsPerSec(), counted, benchDur(r.P50), benchDur(r.P99), benchDur(r.P999), srvP99,
+			r.ServerCPU.Seconds()/r.Elapsed.Seconds(), perView, r.GenCPU.Seconds()/r.Elapsed.Seconds(), r.Errors, wrong)
+	}
+	fmt.Fprintln(w, "\nratios (ops/s):")
+	for _, mix := range cfg.Mixes {
+		for _, run := range cfg.Runs {
+			t := findResult(rs, mix.Name, run, "tally", 0)
+			if t == nil {
+				continue
+			}
+			for _, other := range []string{"redis+lua", "echo"} {
+				o := findResult(rs, mix.Name, run, other, 0)
+				if o == nil || o.Ops == 0 {
+					continue
+				}
+				fmt.Fprintf(w, "  %-7s %-6s tally/%-9s = %.2f\n", mix.Name, run, other, t.opsPerSec()/o.opsPerSec())
+			}
+		}
+	}
+	fmt.Fprintln(w, "\ncounted: views the system counted (the rest were duplicates: --repeat resends acknowledged pairs);")
+	fmt.Fprintln(w, "wrong: fresh (video, user) pairs not counted plus resends counted; 0 for a deduplicating counter (any other fails the run);")
+	fmt.Fprintln(w, "srv-cores: CPU of the server process over the run (cores busy); srv-µs/v: its CPU per view (per op for reads);")
+	fmt.Fprintln(w, "gen-cores: CPU of the load generator (this process), on the same cores. p50..p999: as the generator saw them;")
+	fmt.Fprintln(w, "srv-p99≤: tally's own p99 from its request histogram (tally_http_request_duration_seconds, upper bucket bound).")
+	fmt.Fprintln(w, "Latencies of paced runs (@50%) are measured from each request's scheduled start (no coordinated omission).")
+}
+
+// cmpRunConfig is one run.
+type cmpRunConfig struct {
+	mix      cmpMix
+	run      string
+	conns    int
+	videos   int
+	runID    int // fresh users of run N are uN-..., never seen before
+	repeat   float64
+	batch    int
+	duration time.Duration
+	pace     float64 // total ops/s; 0: closed loop
+	seed     int64
+}
+
+// cmpWorker is one closed-loop (or paced) client.
+type cmpWorker struct {
+	rc        *cmpRunConfig
+	rng       *rand.Rand
+	next      int // next fresh user of this worker
+	ring      []cmpPair
+	lat       []time.Duration
+	ops, errs int64
+	views     int64
+	counted   int64
+	wrong     int64 // answers against the dedup rule (see cmpResult.Wrong)
+	firstErr  string
+	pairs     []cmpPair
+}
+
+// pick is the next view: a resend of an acknowledged pair (--repeat), or a
+// fresh user (never seen by any run) on the hot video or a random one of the
+// spread. fresh tells which: a fresh view must be counted, a resend must not.
+func (w *cmpWorker) pick() (p cmpPair, fresh bool) {
+	rc := w.rc
+	if rc.repeat > 0 && len(w.ring) > 0 && w.rng.Float64() < rc.repeat {
+		return w.ring[w.rng.IntN(len(w.ring))], false
+	}
+	p.user = "u" + strconv.Itoa(rc.runID) + "-" + strconv.Itoa(w.next)
+	w.next += rc.conns
+	if rc.mix.Hot > 0 && (rc.mix.Hot >= 1 || w.rng.Float64() < rc.mix.Hot) {
+		p.video = rc.mix.Name + "-hot"
+	} else {
+		p.video = rc.mix.Name + "-v" + strconv.Itoa(w.rng.IntN(rc.videos))
+	}
+	return p, true
+}
+
+// remember keeps p, acknowledged, for resends.
+func (w *cmpWorker) remember(p cmpPair) {
+	if len(w.ring) < 4096 {
+		w.ring = append(w.ring, p)
+	} else {
+		w.ring[w.rng.IntN(len(w.ring))] = p
+	}
+}
+
+// fail counts a failed operation.
+func (w *cmpWorker) fail(err error) {
+	w.errs++
+	if w.firstErr == "" {
+		w.firstErr = err.Error()
+	}
+}
+
+// one runs one operation of the run on c.
+func (w *cmpWorker) one(ctx context.Context, c cmpClient) {
+	switch w.rc.run {
+	case "view":
+		p, fresh := w.pick()
+		counted, err := c.view(ctx, p.video, p.user)
+		w.views++
+		if err != nil {
+			w.fail(err)
+			return
+		}
+		w.remember(p)
+		if counted {
+			w.counted++
+		}
+		if counted != fresh {
+			w.wrong++
+		}
+	case "get":
+		var video string
+		if h := w.rc.mix.Hot; h > 0 && (h >= 1 || w.rng.Float64() < h) {
+			video = w.rc.mix.Name + "-hot"
+		} else {
+			video = w.rc.mix.Name + "-v" + strconv.Itoa(w.rng.IntN(w.rc.videos))
+		}
+		if err := c.get(ctx, video); err != nil {
+			w.fail(err)
+		}
+	case "batch":
+		w.pairs = w.pairs[:0]
+		fresh := 0
+		for range w.rc.batch {
+			p, f := w.pick()
+			w.pairs = append(w.pairs, p)
+			if f {
+				fresh++
+			}
+		}
+		n, err := c.batch(ctx, w.pairs)
+		w.views += int64(len(w.pairs))
+		if err != nil {
+			w.fail(err)
+			return
+		}
+		w.counted += int64(n)
+		w.wrong += int64(max(n-fresh, fresh-n))
+		for _, p := range w.pairs {
+			w.remember(p)
+		}
+	}
+}
+
+// cmpRun drives sys with rc and measures it.
+func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
+	workers := make([]*cmpWorker, rc.conns)
+	clients := make([]cmpClient, rc.conns)
+	for i := range workers {
+		workers[i] = &cmpWorker{rc: &rc, rng: rand.New(rand.NewPCG(uint64(rc.seed), uint64(i)+uint64(rc.runID)<<20)), next: i}
+		clients[i] = sys.newClient()
+	}
+	defer func() {
+		for _, c := range clients {
+			c.close()
+		}
+	}()
+	route, method := cmpRoute(rc.run)
+	var hist0 map[float64]float64
+	if sys.metrics != "" {
+		hist0 = scrapeHistogram(sys.metrics, route, method)
+	}
+	srv0, gen0 := procCPU(sys.pid), procCPU(os.Getpid())
+	start := time.Now()
+	deadline := start.Add(rc.duration)
+	var issued atomic.Int64
+	take := func() bool { return issued.Add(1) <= cmpMaxOps }
+	var wg sync.WaitGroup
+	for i, w := range workers {
+		c := clients[i]
+		wg.Go(func() {
+			for k := 0; ctx.Err() == nil; k++ {
+				begin := time.Now()
+				if rc.pace > 0 {
+					// Paced: request k of worker i is due at (k*conns+i)/pace;
+					// latency counts from then.
+					due := start.Add(time.Duration(float64(k*rc.conns+i) / rc.pace * float64(time.Second)))
+					if d := time.Until(due); d > 0 {
+						time.Sleep(d)
+					}
+					begin = due
+				}
+				if !time.Now().Before(deadline) || !take() {
+					return
+				}
+				w.one(ctx, c)
+				w.ops++
+				if len(w.lat) < cmpMaxSamples {
+					w.lat = append(w.lat, time.Since(begin))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	res := cmpResult{Mix: rc.mix.Name, Run: rc.run, System: sys.name, Conns: rc.conns, PacedAt: rc.pace, Elapsed: elapsed, Checked: sys.dedups,
+		ServerCPU: procCPU(sys.pid) - srv0, GenCPU: procCPU(os.Getpid()) - gen0}
+	if sys.metrics != "" {
+		res.ServerP99 = histogramQuantile(hist0, scrapeHistogram(sys.metrics, route, method), 0.99)
+	}
+	var lat []time.Duration
+	for _, w := range workers {
+		res.Ops += w.ops
+		res.Errors += w.errs
+		res.Views += w.views
+		res.Counted += w.counted
+		if sys.dedups {
+			res.Wrong += w.wrong
+		}
+		if res.FirstErr == "" {
+			res.FirstErr = w.firstErr
+		}
+		lat = append(lat, w.lat...)
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	res.P50, res.P99, res.P999 = q(0.50), q(0.99), q(0.999)
+	return res
+}
+
+// procCPU is the user+system CPU time of process pid so far (0 if unknown).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ is 100 on Linux
+}
+
+// httpCmpClient talks to tally (or the echo ceiling) over HTTP.
+type httpCmpClient struct {
+	c    *benchConn
+	path []byte
+	body []byte
+}
+
+// videoPath is /videos/VIDEO/views.
+func (h *httpCmpClient) videoPath(video string) string {
+	h.path = append(append(append(h.path[:0], "/videos/"...), video...), "/views"...)
+	return string(h.path)
+}
+
+func (h *httpCmpClient) view(_ context.Context, video, user string) (bool, error) {
+	h.body = append(append(append(h.body[:0], `{"userId":"`...), user...), `"}`...)
+	code, resp, err := h.c.do(http.MethodPost, h.videoPath(video), h.body)
+	if err != nil {
+		return false, err
+	}
+	if code != http.StatusOK {
+		return false, fmt.Errorf("POST view: HTTP %d: %.200s", code, resp)
+	}
+	return bytes.Contains(resp, []byte(`"counted":true`)), nil
+}
+
+func (h *httpCmpClient) get(_ context.Context, video string) error {
+	code, resp, err := h.c.do(http.MethodGet, h.videoPath(video), nil)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK || !bytes.Contains(resp, []byte(`"viewCount":`)) {
+		return fmt.Errorf("GET views: HTTP %d: %.200s", code, resp)
+	}
+	return nil
+}
+
+func (h *httpCmpClient) batch(_ context.Context, pairs []cmpPair) (int, error) {
+	b := append(h.body[:0], '[')
+	for i, p := range pairs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"videoId":"`...)
+		b = append(b, p.video...)
+		b = append(b, `","userId":"`...)
+		b = append(b, p.user...)
+		b = append(b, `"}`...)
+	}
+	h.body = append(b, ']')
+	code, resp, err := h.c.do(http.MethodPost, "/v1/events", h.body)
+	if err != nil {
+		return 0, err
+	}
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("POST /v1/events: HTTP %d: %.200s", code, resp)
+	}
+	_, rest, ok := bytes.Cut(resp, []byte(`"counted":`))
+	if !ok {
+		return 0, fmt.Errorf("POST /v1/events: no count in %.200s", resp)
+	}
+	end := bytes.IndexAny(rest, ",}")
+	if end < 0 {
+		return 0, fmt.Errorf("POST /v1/events: bad count in %.200s", resp)
+	}
+	return strconv.Atoi(string(rest[:end]))
+}
+
+func (h *httpCmpClient) close() { h.c.close() }
+
+// startRedis starts redis-server (the binary bin) on a free loopback port
+// with its files in dir, durable as the seeds' design must be to compare
+// with tally (appendonly yes, appendfsync always: fsync before every
+// answer), loads the dedup script and returns the process (to stop, even
+// with an error), a client with a pool of conns connections and the
+// script's SHA.
+func startRedis(ctx context.Context, bin, dir string, conns int, log io.Writer) (*cmpProc, *redis.Client, string, error) {
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, "", fmt.Errorf("redis folder: %w", err)
+	}
+	rp, err := startCmpProc(bin, []string{"--port", port, "--bind", "127.0.0.1", "--dir", dir,
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
+		"--protected-mode", "yes", "--maxclients", "10000"}, log)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	rc := redis.NewClient(&redis.Options{Addr: addr, PoolSize: conns + 4, MinIdleConns: conns,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, DialTimeout: 5 * time.Second,
+		MaxRetries: -1, Protocol: 2})
+	var sha string
+	err = benchWait(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, error) {
+		if rp.exited() {
+			return false, errors.New("redis-server exited; see its log")
+		}
+		var err error
+		sha, err = rc.ScriptLoad(ctx, seedsDedupScript).Result()
+		return err == nil, err
+	})
+	if err != nil {
+		rc.Close() //nolint:errcheck // failed anyway
+		return rp, nil, "", fmt.Errorf("redis-server: load the dedup script: %w", err)
+	}
+	return rp, rc, sha, nil
+}
+
+// redisCmpClient runs the seeds' design: EVALSHA of the dedup script per
+// view (a pipeline of them per batch), GET of the count.
+type redisCmpClient struct {
+	rc  *redis.Client
+	sha string
+}
+
+func (r *redisCmpClient) view(ctx context.Context, video, user string) (bool, error) {
+	n, err := r.rc.EvalSha(ctx, r.sha, []string{"views:" + video, "viewers:" + video}, user).Int()
+	if err != nil {
+		return false, fmt.Errorf("EVALSHA: %w", err)
+	}
+	return n == 1, nil
+}
+
+func (r *redisCmpClient) get(ctx context.Context, video string) error {
+	if err := r.rc.Get(ctx, "views:"+video).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("GET: %w", err)
+	}
+	return nil
+}
+
+func (r *redisCmpClient) batch(ctx context.Context, pairs []cmpPair) (int, error) {
+	pipe := r.rc.Pipeline()
+	cmds := make([]*redis.Cmd, len(pairs))
+	for i, p := range pairs {
+		cmds[i] = pipe.EvalSha(ctx, r.sha, []string{"views:" + p.video, "viewers:" + p.video}, p.user)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("pipeline of %d EVALSHA: %w", len(pairs), err)
+	}
+	counted := 0
+	for _, c := range cmds {
+		if n, _ := c.Int(); n == 1 {
+			counted++
+		}
+	}
+	return counted, nil
+}
+
+func (r *redisCmpClient) close() {}
+
+// cmpProc is a server process the benchmark started; it stops it by PID.
+type cmpProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startCmpProc starts path with args, its output to log.
+func startCmpProc(path string, args []string, log io.Writer) (*cmpProc, error) {
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", filepath.Base(path), err)
+	}
+	p := &cmpProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		cmd.Wait() //nolint:errcheck // a server stopped by signal exits non-zero
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// exited reports whether the process has ended.
+func (p *cmpProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM, then SIGKILL after grace.
+func (p *cmpProc) stop(grace time.Duration) {
+	if p.exited() {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it may have exited meanwhile
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		p.cmd.Process.Kill() //nolint:errcheck // it may have exited meanwhile
+		<-p.done
+	}
+}
+
+// waitHTTP polls url until it answers 200.
+func waitHTTP(ctx context.Context, url string, limit time.Duration, p *cmpProc) error {
+	cl := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
+	return benchWait(ctx, limit, 50*time.Millisecond, func() (bool, error) {
+		if p.exited() {
+			return false, errors.New("the process exited; see servers.log")
+		}
+		resp, err := cl.Get(url)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Errorf("HTTP %d", resp.StatusCode)
+	})
+}
+
+// freeLoopbackAddr returns a 127.0.0.1 address whose port was free a moment ago.
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// cmpRoute is the route template and method of a run, as tally's metrics label them.
+func cmpRoute(run string) (route, method string) {
+	switch run {
+	case "view":
+		return "/videos/:videoId/views", "POST"
+	case "get":
+		return "/videos/:videoId/views", "GET"
+	default:
+		return "/v1/events", "POST"
+	}
+}
+
+// scrapeHistogram reads the cumulative buckets (upper bound → count) of
+// tally_http_request_duration_seconds for route and method.
+func scrapeHistogram(url, route, method string) map[float64]float64 {
+	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil
+	}
+	out := map[float64]float64{}
+	const name = "tally_http_request_duration_seconds_bucket{"
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok || !benchLabelsMatch(labels, map[string]string{"route": route, "method": method}) {
+			continue
+		}
+		le := ""
+		for _, kv := range strings.Split(labels, ",") {
+			if v, ok := strings.CutPrefix(kv, `le="`); ok {
+				le = strings.TrimSuffix(v, `"`)
+			}
+		}
+		bound, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err1 == nil && err2 == nil {
+			out[bound] += n
+		}
+	}
+	return out
+}
+
+// histogramQuantile is the upper bound of the bucket holding quantile q of
+// the observations between two scrapes (0 if none).
+func histogramQuantile(before, after map[float64]float64, q float64) time.Duration {
+	bounds := make([]float64, 0, len(after))
+	for b := range after {
+		bounds = append(bounds, b)
+	}
+	slices.Sort(bounds)
+	if len(bounds) == 0 {
+		return 0
+	}
+	total := after[bounds[len(bounds)-1]] - before[bounds[len(bounds)-1]]
+	if total <= 0 {
+		return 0
+	}
+	for _, b := range bounds {
+		if after[b]-before[b] >= q*total {
+			if math.IsInf(b, 1) {
+				return 0
+			}
+			return time.Duration(b * float64(time.Second))
+		}
+	}
+	return 0
+}

@@ -32,8 +32,10 @@
 // # Durability
 //
 // Writers hand mutations to a Committer, which gathers everything submitted
-// while the previous batch was being written into one Badger write followed by
-// one fsync, then releases the waiters of that batch together. Counter states
+// while the previous batch was being written into one Badger write, fsynced
+// (Badger syncs each write request to the log of the memtable it went into,
+// so a batch split across a memtable rotation is durable too), then releases
+// the waiters of that batch together. Counter states
 // are not written per increment: the committer asks its Prepare hook for the
 // current state of every key changed since the last batch (coalesced
 // persistence), so a hot key costs one write per batch, not per view.

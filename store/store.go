@@ -59,15 +59,23 @@ func InMemoryOptions() Options {
 
 // Store is tally's Badger database.
 type Store struct {
-	db    *badger.DB
-	newID func() crdt.ReplicaID // nil: crypto/rand
+	db         *badger.DB
+	newID      func() crdt.ReplicaID // nil: crypto/rand
+	syncWrites bool                  // Badger fsyncs each write itself (Open)
 }
 
 // Open opens (creating if needed) the store described by o.
 func Open(o Options) (*Store, error) {
 	bo := badger.DefaultOptions(o.Dir).
 		WithInMemory(o.InMemory).
-		WithSyncWrites(false). // the Committer syncs once per batch
+		// Every Badger write request is fsynced to the write-ahead log of the
+		// memtable it went into. DB.Sync syncs the active memtable's log
+		// alone: a batch that Badger split into several requests across a
+		// memtable rotation would otherwise leave its first part in a log
+		// nothing syncs until the memtable is flushed. The committer's batch
+		// is one request (or a few, when huge), so this is one fsync per
+		// batch, as before.
+		WithSyncWrites(!o.InMemory).
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(o.MemTableBytes).
 		WithNumMemtables(2).
@@ -89,7 +97,7 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger at %q: %w", o.Dir, err)
 	}
-	s := &Store{db: db, newID: o.NewReplicaID}
+	s := &Store{db: db, newID: o.NewReplicaID, syncWrites: !o.InMemory}
 	if err := s.checkFormat(); err != nil {
 		db.Close()
 		return nil, err

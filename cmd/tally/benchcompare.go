@@ -138,20 +138,29 @@ func runBenchCompare(ctx context.Context, args []string, stdout, stderr io.Write
 			return 1
 		}
 	}
+	return runBenchProcess("compare", &cfg.Dir, stderr, func(exe string) error {
+		return benchCompare(ctx, exe, cfg, stdout, stderr)
+	})
+}
+
+// runBenchProcess runs a "tally bench NAME" that starts tally processes:
+// run gets this binary's path, and *dir is a new temporary folder (removed
+// afterwards) if it was empty. It returns the command's exit code.
+func runBenchProcess(name string, dir *string, stderr io.Writer, run func(exe string) error) int {
 	exe, err := os.Executable()
 	if err != nil {
-		fmt.Fprintf(stderr, "tally bench compare: find own binary: %v\n", err)
+		fmt.Fprintf(stderr, "tally bench %s: find own binary: %v\n", name, err)
 		return 1
 	}
-	if cfg.Dir == "" {
-		if cfg.Dir, err = os.MkdirTemp("", "tally-bench-compare-"); err != nil {
-			fmt.Fprintf(stderr, "tally bench compare: data folder: %v\n", err)
+	if *dir == "" {
+		if *dir, err = os.MkdirTemp("", "tally-bench-"+name+"-"); err != nil {
+			fmt.Fprintf(stderr, "tally bench %s: data folder: %v\n", name, err)
 			return 1
 		}
-		defer os.RemoveAll(cfg.Dir)
+		defer os.RemoveAll(*dir)
 	}
-	if err := benchCompare(ctx, exe, cfg, stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "tally bench compare: %v\n", err)
+	if err := run(exe); err != nil {
+		fmt.Fprintf(stderr, "tally bench %s: %v\n", name, err)
 		return 1
 	}
 	return 0

@@ -60,23 +60,9 @@ func runBenchScale(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "tally bench scale: want --sample 1..--keys, --read-conns 1..256")
 		return 2
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "tally bench scale: find own binary: %v\n", err)
-		return 1
-	}
-	if sc.Dir == "" {
-		if sc.Dir, err = os.MkdirTemp("", "tally-bench-scale-"); err != nil {
-			fmt.Fprintf(stderr, "tally bench scale: data folder: %v\n", err)
-			return 1
-		}
-		defer os.RemoveAll(sc.Dir)
-	}
-	if err := benchScale(ctx, exe, sc, stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "tally bench scale: %v\n", err)
-		return 1
-	}
-	return 0
+	return runBenchProcess("scale", &sc.Dir, stderr, func(exe string) error {
+		return benchScale(ctx, exe, sc, stdout, stderr)
+	})
 }
 
 // benchScale runs the scale benchmark with the tally binary exe.

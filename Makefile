@@ -84,6 +84,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzDecodeEventsFast -fuzztime=$(FUZZTIME) ./httpapi/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeLikeBody -fuzztime=$(FUZZTIME) ./httpapi/
 	$(GO) test -run=NONE -fuzz=FuzzParseQueryTime -fuzztime=$(FUZZTIME) ./httpapi/
+	$(GO) test -run=NONE -fuzz=FuzzCountResponseJSON -fuzztime=$(FUZZTIME) ./httpapi/
 	$(GO) test -run=NONE -fuzz=FuzzChunkFromState -fuzztime=$(FUZZTIME) ./crdt/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeAuditStream -fuzztime=$(FUZZTIME) ./cmd/tally/
 

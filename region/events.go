@@ -101,7 +101,17 @@ func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry
 		return out, nil
 	}
 	for i, b := range crdt.BucketsOf(video, event, nowMs) {
-		e, err := n.entry(b.Key())
+		k := b.Key()
+		if b.Res.Start(b.Index) > n.storedBucketsMs {
+			// Newer than every bucket on disk at Open: if it is not in
+			// memory it is new (this process writes only what it holds, and
+			// a peer's state is merged into memory), so no disk read.
+			if out[i] = n.counters.lookup(k); out[i] == nil {
+				out[i] = n.counters.insert(k, crdt.PNCounter{})
+			}
+			continue
+		}
+		e, err := n.entry(k)
 		if err != nil {
 			return out, err
 		}

@@ -35,6 +35,7 @@ func newFakeClock(t time.Time) *fakeClock {
 
 func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func (c *fakeClock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
 
 // recorder is an Observer that counts fates and batches.
 type recorder struct {

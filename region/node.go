@@ -36,6 +36,9 @@ type Node struct {
 	committer *store.Committer
 	id        store.Identity
 	own       []crdt.ReplicaID // id.Replica, then every retired replica ID of the store (their claims are ours to settle)
+	// storedBucketsMs is the latest start of a time bucket on disk at Open:
+	// a later bucket not in memory is on no disk either (bucketEntries).
+	storedBucketsMs int64
 
 	counters *counterTable
 	claims   *claimTable
@@ -184,8 +187,11 @@ func Open(cfg Config) (*Node, error) {
 			}
 			return nil
 		}
-		if b, ok := crdt.ParseBucketKey(k); ok && n.bucketExpiryMs(b) > nowMs {
-			n.trends.observe(b, c.P.Value()-c.N.Value(), nowMs) // signed net, wrapped (see observeBuckets)
+		if b, ok := crdt.ParseBucketKey(k); ok {
+			n.storedBucketsMs = max(n.storedBucketsMs, b.Res.Start(b.Index))
+			if n.bucketExpiryMs(b) > nowMs {
+				n.trends.observe(b, c.P.Value()-c.N.Value(), nowMs) // signed net, wrapped (see observeBuckets)
+			}
 		}
 		return nil
 	})

@@ -3,6 +3,7 @@ package region
 import (
 	"cmp"
 	"hash/maphash"
+	"maps"
 	"slices"
 	"sync"
 
@@ -153,10 +154,16 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, own []crdt.ReplicaID
 }
 
 // load puts a claim set read from disk at start into the table.
+// A key read more than once (from a claim block, and on its own) merges.
 func (t *claimTable) load(k store.ClaimKey, c crdt.Claims) {
 	s := t.shard(k)
+	id := claimID{k.Video, k.Event, k.User}
 	s.mu.Lock()
-	s.putLocked(k.Window, claimID{k.Video, k.Event, k.User}, c)
+	if cur, ok := s.windows[k.Window][id]; ok {
+		cur.Merge(c) // a set loaded here has no readers yet
+		c = cur
+	}
+	s.putLocked(k.Window, id, c)
 	s.mu.Unlock()
 }
 
@@ -204,17 +211,38 @@ func (t *claimTable) enqueue(k store.ClaimKey) { t.queue.push(k) }
 // prepare is the claims' part of the committer's Prepare hook (which runs
 // with the admission gate held exclusively): it appends the current state of
 // every queued claim set that has not expired at nowMs, and returns the
-// written keys (for replication, once durable) and the function that queues
-// them again if the batch fails.
-func (t *claimTable) prepare(dst []store.Mutation, nowMs int64) ([]store.Mutation, []store.ClaimKey, error) {
+// written keys (for replication, once durable). A set holding only self's
+// fresh claim, as every view counted here leaves it, goes into a claim block
+// of its window (store.ClaimBlock, keys unique by seq); any other set is
+// written on its own.
+func (t *claimTable) prepare(dst []store.Mutation, nowMs int64, self crdt.ReplicaID, seq func() uint64) ([]store.Mutation, []store.ClaimKey, error) {
 	queue := t.queue.take()
 	var firstErr error
 	written := queue[:0]
+	var blocks map[uint64]*store.ClaimBlock
+	seen := make(map[store.ClaimKey]struct{}, len(queue))
 	for _, k := range queue {
+		if _, dup := seen[k]; dup {
+			continue // queued again since the last batch: written once
+		}
+		seen[k] = struct{}{}
 		c, ok := t.get(k)
 		ttlMs := t.expiryMs(k.Window) - nowMs
 		if !ok || ttlMs <= 0 {
 			continue // expired: nothing needs it any more
+		}
+		if c.Len() == 1 && c.Stage(self) == crdt.StageClaimed {
+			if blocks == nil {
+				blocks = make(map[uint64]*store.ClaimBlock, 1)
+			}
+			b := blocks[k.Window]
+			if b == nil {
+				b = new(store.ClaimBlock)
+				blocks[k.Window] = b
+			}
+			b.Add(k, c.IngestMs(self))
+			written = append(written, k)
+			continue
 		}
 		m, err := store.ClaimMutation(k, c, msDuration(ttlMs))
 		if err != nil {
@@ -224,6 +252,9 @@ func (t *claimTable) prepare(dst []store.Mutation, nowMs int64) ([]store.Mutatio
 		}
 		dst = append(dst, m)
 		written = append(written, k)
+	}
+	for _, w := range slices.Sorted(maps.Keys(blocks)) {
+		dst = append(dst, blocks[w].Mutations(w, self, seq, msDuration(t.expiryMs(w)-nowMs))...)
 	}
 	return dst, written, firstErr
 }

@@ -1,6 +1,8 @@
 package region
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -106,13 +108,82 @@ func TestClaimTableMerge(t *testing.T) {
 	}
 }
 
+// TestClaimBlocksRoundTrip: claims this node won alone go into one claim
+// block per window, other sets on their own; reading the store back (as Open
+// does) gives every set whole, a key in a block and on its own merged.
+func TestClaimBlocksRoundTrip(t *testing.T) {
+	const self, peer = crdt.ReplicaID(1), crdt.ReplicaID(2)
+	st, err := store.Open(store.InMemoryOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tab := newClaimTable(1000, 500)
+	var keys []store.ClaimKey
+	for i := range 100 {
+		k := store.ClaimKey{Video: fmt.Sprint("video-", i%7), User: fmt.Sprint("user-", i), Window: 3 + uint64(i%2)}
+		if i%10 == 0 {
+			k.Event = "share"
+		}
+		if won, _ := tab.claimLocal(k, self, int64(3000+i)); !won {
+			t.Fatalf("claim %v refused", k)
+		}
+		keys = append(keys, k)
+	}
+	// One set also holds a peer's later claim: written on its own.
+	tab.merge(keys[5], crdt.NewClaims(peer, 9999), []crdt.ReplicaID{self})
+	seq := uint64(0)
+	muts, written, err := tab.prepare(nil, 3500, self, func() uint64 { seq++; return seq })
+	if err != nil || len(written) != 100 {
+		t.Fatalf("prepare: %d written, %v", len(written), err)
+	}
+	if len(muts) > 10 {
+		t.Fatalf("%d mutations for 100 claims: want them in blocks", len(muts))
+	}
+	// Then a peer's claim reaches a set already in a block: written alone.
+	tab.merge(keys[6], crdt.NewClaims(peer, 9999), []crdt.ReplicaID{self})
+	more, _, _ := tab.prepare(nil, 3600, self, func() uint64 { seq++; return seq })
+	if len(more) != 1 {
+		t.Fatalf("a changed set: %d mutations, want 1", len(more))
+	}
+	c := store.NewCommitter(st, store.CommitterConfig{})
+	tk, err := c.Submit(append(muts, more...)...)
+	if err == nil {
+		err = tk.Wait(context.Background())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	back := newClaimTable(1000, 500)
+	if err := st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error { back.load(k, c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		want, _ := tab.get(k)
+		if got, ok := back.get(k); !ok || !got.Equal(want) {
+			t.Fatalf("%v read back as %v, %v; want %v", k, got, ok, want)
+		}
+	}
+	if back.len() != 100 {
+		t.Fatalf("%d sets read back, want 100", back.len())
+	}
+	if maxSeq, err := st.MaxClaimBlockSeq(); err != nil || maxSeq == 0 || maxSeq > seq {
+		t.Fatalf("MaxClaimBlockSeq = %d, %v; want the last block's (≤ %d)", maxSeq, err, seq)
+	}
+}
+
 func TestClaimTablePrepareAndExpire(t *testing.T) {
 	tab := newClaimTable(1000, 500) // window w expires at (w+1)*1000+500
 	k3 := store.ClaimKey{Video: "v", User: "u", Window: 3}
 	k4 := store.ClaimKey{Video: "v", User: "u", Window: 4}
 	tab.claimLocal(k3, 1, 3100)
 	tab.claimLocal(k4, 1, 4100)
-	muts, written, err := tab.prepare(nil, 4400)
+	seq := uint64(0)
+	next := func() uint64 { seq++; return seq }
+	muts, written, err := tab.prepare(nil, 4400, 1, next)
 	if err != nil || len(muts) != 2 || len(written) != 2 {
 		t.Fatalf("prepare: %d mutations, %v, %v", len(muts), written, err)
 	}
@@ -120,7 +191,7 @@ func TestClaimTablePrepareAndExpire(t *testing.T) {
 		t.Errorf("TTLs %v, %v: want to the end of the window plus the lag budget", muts[0].TTL, muts[1].TTL)
 	}
 	tab.requeue(written)
-	if muts, _, _ := tab.prepare(nil, 4600); len(muts) != 1 {
+	if muts, _, _ := tab.prepare(nil, 4600, 1, next); len(muts) != 1 {
 		t.Errorf("after window 3 expired, prepare wrote %d claims, want 1", len(muts))
 	}
 	if n := tab.expire(4499); n != 0 {

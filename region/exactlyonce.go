@@ -85,7 +85,7 @@ func (n *Node) stepClaim(e *counterEntry, video, user, event, logged string, ing
 	// the same batch.
 	ev, err := store.EventMutation(store.Event{
 		Video: video, Event: logged, User: user, IngestMs: nowMs, Replica: n.id.Replica, Fate: fate,
-	}, n.eventSeq.Add(1), n.cfg.EventRetention)
+	}, n.nextSeq(), n.cfg.EventRetention)
 	if err == nil {
 		_, err = n.committer.Submit(ev)
 	}

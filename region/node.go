@@ -205,7 +205,17 @@ func Open(cfg Config) (*Node, error) {
 		n.observeBuckets(keys)
 		n.replicateDurable(keys)
 	}
-	n.eventSeq.Store(uint64(time.Now().UnixNano()))
+	// Raw-event and claim-block keys end in this sequence: it starts above
+	// every stored block's, and (for events, whose keys hold their time) at
+	// the clock, so that keys stay unique across restarts.
+	maxSeq, err := st.MaxClaimBlockSeq()
+	if err != nil {
+		if n.ownStore {
+			st.Close()
+		}
+		return nil, fmt.Errorf("open node: %w", err)
+	}
+	n.eventSeq.Store(max(uint64(time.Now().UnixNano()), maxSeq+1))
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,
 		MaxPending: cfg.MaxPending,
@@ -263,7 +273,7 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 	}
 	// Prepare runs with admission held off, so a claim set and the counter
 	// change it explains (a count, a compensation) land in the same batch.
-	dst, claimed, err := n.claims.prepare(dst, n.now().UnixMilli())
+	dst, claimed, err := n.claims.prepare(dst, n.now().UnixMilli(), n.id.Replica, n.nextSeq)
 	if err != nil {
 		n.log.Error("encode claim set", "err", err)
 	}
@@ -535,7 +545,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	if events.Len() == 0 {
 		return b, nil
 	}
-	muts := events.Mutations(nowMs, n.id.Replica, func() uint64 { return n.eventSeq.Add(1) }, n.cfg.EventRetention)
+	muts := events.Mutations(nowMs, n.id.Replica, n.nextSeq, n.cfg.EventRetention)
 	if b.ticket, err = n.committer.Submit(muts...); err != nil {
 		// Admit holds Close off, so this cannot happen; say so loudly if it does.
 		return b, fmt.Errorf("%w: submit admitted batch: %v", ErrUnavailable, err)
@@ -546,6 +556,10 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	}
 	return b, nil
 }
+
+// nextSeq is the next number of the sequence that makes raw-event and
+// claim-block keys unique.
+func (n *Node) nextSeq() uint64 { return n.eventSeq.Add(1) }
 
 func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 

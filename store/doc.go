@@ -12,6 +12,10 @@
 //	'd' video 0x00 user 0x00 window(u64 BE)    dedup claim set: crdt.Claims as a PNCounter,
 //	                                           msgpack (16 bytes replica, ingestMs in format 1);
 //	                                           TTL = end of window + lag budget
+//	'b' window(u64 BE) replica(u64 BE) seq(u64 BE)
+//	                                           claim block: claims one replica won, each alone
+//	                                           in its set, in one window during one group
+//	                                           commit (ClaimBlock); TTL = as their claim sets
 //	'e' ingestMs(u64 BE) replica(u64 BE) seq(u64 BE)
 //	                                           raw event log: one Event, msgpack, or an
 //	                                           event block (EventBlock, first byte 0xeb):

@@ -30,7 +30,39 @@ func FuzzDecodeStored(f *testing.F) {
 	eb.Add("v2", "unlike", "u", -1, FateReapplied)
 	f.Add(eb.Mutations(1, 2, func() uint64 { return 3 }, 0)[0].Value)
 	f.Add([]byte{eventBlockTag, 0xff, 0xff, 0xff, 0xff}) // 2^32-1 events, no bytes
+	var cb ClaimBlock
+	cb.Add(ClaimKey{Video: "v", User: "u", Window: 1}, 100)
+	cb.Add(ClaimKey{Video: "w", Event: "share", User: "u", Window: 1}, 1_700_000_000_000)
+	f.Add(cb.Mutations(1, 2, func() uint64 { return 3 }, 0)[0].Value)
+	f.Add([]byte{claimBlockTag, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// Claim blocks: whatever decodes re-encodes to the same bytes, each
+		// claim the block's replica's alone, in the key's window.
+		blockKey := claimBlockKey(1, 2, 3)
+		var claims []ClaimKey
+		var times []int64
+		if err := decodeClaimBlock(blockKey, b, func(k ClaimKey, c crdt.Claims) error {
+			if r, ms, ok := c.Winner(); !ok || r != 2 || c.Len() != 1 || k.Window != 1 {
+				t.Fatalf("claim block gave %v for %+v", c, k)
+			} else {
+				times = append(times, ms)
+			}
+			claims = append(claims, k)
+			return nil
+		}); err == nil {
+			if len(claims)*minClaimBytes > len(b) {
+				t.Fatalf("%d claims from %d bytes", len(claims), len(b))
+			}
+			var again ClaimBlock
+			for i, k := range claims {
+				again.Add(k, times[i])
+			}
+			if len(claims) > 0 && len(b) <= MaxBlockBytes-binary.MaxVarintLen64 {
+				if enc := again.Mutations(1, 2, func() uint64 { return 3 }, 0)[0].Value; !bytes.Equal(enc, b) {
+					t.Fatalf("claim block round trip: %x vs %x", enc, b)
+				}
+			}
+		}
 		// Event blocks: whatever decodes re-encodes to the same bytes, and
 		// holds no more events than its bytes allow.
 		var evs []Event

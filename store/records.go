@@ -18,7 +18,9 @@ const (
 	prefixMeta    = 'm'
 	prefixCounter = 'c'
 	prefixClaim   = 'd'
-	prefixEvent   = 'e'
+	// prefixClaimBlock starts a claim block's key (blocks.go).
+	prefixClaimBlock = 'b'
+	prefixEvent      = 'e'
 )
 
 // maxIDLen is the longest ID the schema is built for; longer keys are rejected
@@ -177,10 +179,21 @@ func (s *Store) Claim(k ClaimKey) (c crdt.Claims, ok bool, err error) {
 	return c, true, nil
 }
 
-// ForEachClaim calls fn for every stored claim set not yet expired, in key
-// order, until fn returns an error.
+// ForEachClaim calls fn for every stored claim set not yet expired, until fn
+// returns an error: first the claims of claim blocks (ClaimBlock), each as
+// its one-claim set, then the claim sets stored on their own, in key order.
+// A key can come more than once (a block's claim, and its set written on its
+// own when it changed): the caller merges them.
 func (s *Store) ForEachClaim(fn func(ClaimKey, crdt.Claims) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
+		blocks := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixClaimBlock}})
+		defer blocks.Close()
+		for blocks.Rewind(); blocks.Valid(); blocks.Next() {
+			item := blocks.Item()
+			if err := item.Value(func(v []byte) error { return decodeClaimBlock(item.Key(), v, fn) }); err != nil {
+				return err
+			}
+		}
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixClaim}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

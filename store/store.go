@@ -17,8 +17,9 @@ import (
 // formatVersion is the on-disk schema version this code writes and reads.
 // Version 2 stores claim sets (crdt.Claims) where version 1 stored one claim;
 // version 1 directories are migrated in place at open. Version 3 adds event
-// blocks under 'e' keys, which a version-2 reader could not decode (and the
-// "m" "retired" key); a version-2 directory needs nothing to become one.
+// blocks under 'e' keys and claim blocks under 'b' keys, which a version-2
+// reader would not decode or see (and the "m" "retired" key); a version-2
+// directory needs nothing to become one.
 const formatVersion = 3
 
 // Options configures a Store.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tallyhq/tally/crdt"
 )
 
 func seqFrom(start uint64) func() uint64 {
@@ -122,6 +124,38 @@ func TestEventBlockRejectsCorrupt(t *testing.T) {
 		err := decodeEventBlock(v, 1, 1, func(Event) error { seen++; return nil })
 		if !errors.Is(err, ErrCorrupt) || seen != 0 {
 			t.Errorf("event block %s: %v after %d events, want ErrCorrupt before any", name, err, seen)
+		}
+	}
+}
+
+// TestClaimBlockRejectsCorrupt: a malformed claim block, or a block key that
+// is not one, is ErrCorrupt, and fn sees none of its claims.
+func TestClaimBlockRejectsCorrupt(t *testing.T) {
+	var blk ClaimBlock
+	blk.Add(ClaimKey{Video: "v", User: "u", Window: 9}, 5)
+	blk.Add(ClaimKey{Video: "w", Event: "share", User: "u", Window: 9}, 6)
+	good := blk.Mutations(9, 1, seqFrom(0), 0)[0]
+	if err := decodeClaimBlock(good.Key, good.Value, func(ClaimKey, crdt.Claims) error { return nil }); err != nil {
+		t.Fatalf("good claim block: %v", err)
+	}
+	zeroReplica := append([]byte{}, good.Key...)
+	clear(zeroReplica[9:17])
+	slash := []byte{claimBlockTag, 0, 0, 0, 1, 1, 'v', 3, 'a', '/', 'b', 0, 2}
+	for name, kv := range map[string][2][]byte{
+		"short key":     {good.Key[:24], good.Value},
+		"replica 0":     {zeroReplica, good.Value},
+		"truncated":     {good.Key, good.Value[:len(good.Value)-1]},
+		"trailing":      {good.Key, append(append([]byte{}, good.Value...), 0)},
+		"count too big": {good.Key, append([]byte{claimBlockTag, 0, 1, 0, 0}, good.Value[blockHeader:]...)},
+		"event tag":     {good.Key, append([]byte{eventBlockTag}, good.Value[1:]...)},
+		"user with /":   {good.Key, slash},
+		"empty video":   {good.Key, []byte{claimBlockTag, 0, 0, 0, 1, 0, 1, 'u', 0, 2}},
+		"negative time": {good.Key, []byte{claimBlockTag, 0, 0, 0, 1, 1, 'v', 1, 'u', 0, 1}},
+	} {
+		seen := 0
+		err := decodeClaimBlock(kv[0], kv[1], func(ClaimKey, crdt.Claims) error { seen++; return nil })
+		if !errors.Is(err, ErrCorrupt) || seen != 0 {
+			t.Errorf("claim block %s: %v after %d claims, want ErrCorrupt before any", name, err, seen)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,8 +18,12 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	requests    *prometheus.CounterVec   // by route, method, code
-	latency     *prometheus.HistogramVec // by route, method
+	requests *prometheus.CounterVec   // by route, method, code
+	latency  *prometheus.HistogramVec // by route, method
+	// children caches the request counter and latency histogram of each
+	// (route, method, code): WithLabelValues hashes its labels every time.
+	childMu     sync.RWMutex
+	children    map[requestLabels]requestChildren
 	inflight    prometheus.Gauge
 	ingested    *prometheus.CounterVec // by fate
 	batchSize   prometheus.Histogram
@@ -97,6 +103,40 @@ func NewMetrics() *Metrics {
 		m.shed.WithLabelValues(r)
 	}
 	return m
+}
+
+// requestLabels are the labels of one request's metrics.
+type requestLabels struct {
+	route, method string
+	code          int
+}
+
+type requestChildren struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
+// observeRequest counts one answered request and its latency.
+func (m *Metrics) observeRequest(route, method string, code int, seconds float64) {
+	key := requestLabels{route, method, code}
+	m.childMu.RLock()
+	ch, ok := m.children[key]
+	m.childMu.RUnlock()
+	if !ok {
+		ch = requestChildren{
+			count:   m.requests.WithLabelValues(route, method, strconv.Itoa(code)),
+			latency: m.latency.WithLabelValues(route, method),
+		}
+		m.childMu.Lock()
+		if m.children == nil {
+			m.children = make(map[requestLabels]requestChildren)
+		}
+		// Routes are templates and methods and codes few, so this stays small.
+		m.children[key] = ch
+		m.childMu.Unlock()
+	}
+	ch.count.Inc()
+	ch.latency.Observe(seconds)
 }
 
 // Batch implements region.Observer.

@@ -53,19 +53,21 @@ func validRequestID(id string) bool {
 	return true
 }
 
-type loggerKey struct{}
+// requestIDKey is the context key of a request's ID (a string).
+type requestIDKey struct{}
 
-// RequestLogger returns the logger of the request that ctx belongs to (it
-// carries the request ID), or fallback outside a request.
-func RequestLogger(ctx context.Context, fallback *slog.Logger) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
-		return l
+// RequestLogger returns base with the ID of the request that ctx belongs
+// to, or base itself outside a request. The logger is made when asked for:
+// most requests never log.
+func RequestLogger(ctx context.Context, base *slog.Logger) *slog.Logger {
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return base.With("request_id", id)
 	}
-	return fallback
+	return base
 }
 
-// observe is the outermost middleware: it gives the request its ID and a
-// logger that carries it, writes any error the handler returned (so the
+// observe is the outermost middleware: it gives the request its ID (in its
+// context, for RequestLogger), writes any error the handler returned (so the
 // status is known), records count and latency by route template (never the
 // raw path, which would make labels unbounded), and logs the request at debug
 // level.
@@ -78,8 +80,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			id = s.ids.next()
 		}
 		c.Response().Header().Set(HeaderRequestID, id)
-		log := s.log.With("request_id", id)
-		c.SetRequest(req.WithContext(context.WithValue(req.Context(), loggerKey{}, log)))
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), requestIDKey{}, id)))
 
 		s.metrics.inflight.Inc()
 		err := next(c)
@@ -94,10 +95,9 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		status := c.Response().Status
 		elapsed := time.Since(start)
-		s.metrics.requests.WithLabelValues(route, req.Method, strconv.Itoa(status)).Inc()
-		s.metrics.latency.WithLabelValues(route, req.Method).Observe(elapsed.Seconds())
-		if log.Enabled(req.Context(), slog.LevelDebug) {
-			log.Debug("http request", "method", req.Method, "route", route, "path", req.URL.Path,
+		s.metrics.observeRequest(route, req.Method, status, elapsed.Seconds())
+		if s.log.Enabled(req.Context(), slog.LevelDebug) {
+			s.log.Debug("http request", "request_id", id, "method", req.Method, "route", route, "path", req.URL.Path,
 				"status", status, "duration", elapsed, "remote", c.RealIP(), "bytes", c.Response().Size)
 		}
 		return nil

@@ -436,6 +436,9 @@ func (t *uniqueTable) settle(written []chunkWrite) {
 			if live == *sh {
 				sk.pending &^= 1 << c
 				delete(sk.shadow, c)
+				if len(sk.shadow) == 0 {
+					sk.shadow = nil // most sketches are rarely pending: no empty map per video
+				}
 			}
 		}
 		s.mu.Unlock()

@@ -1,7 +1,9 @@
 package region
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
@@ -128,5 +130,35 @@ func TestLatestLostIntent(t *testing.T) {
 				t.Fatalf("latestLostIntent = %d, %d, %v; want %d, %d, %v", k, ms, ok, tc.wantK, tc.wantMs, tc.wantOK)
 			}
 		})
+	}
+}
+
+// TestReappliedLikeSettles: a like made again for a lost latest intent is
+// released once its batch is durable, so a repeat of the like answers at
+// once ("already liked") instead of waiting on a transition nobody settles.
+func TestReappliedLikeSettles(t *testing.T) {
+	clock := newFakeClock(t0.Add(5 * time.Second))
+	n := openNode(t, testConfig(clock))
+	if res := like(t, n, "v", "u"); !res.Counted {
+		t.Fatalf("like: %+v", res)
+	}
+	// A peer that had liked and unliked earlier, unheard of here.
+	const peer = crdt.ReplicaID(0x7eed)
+	for k, ms := range map[uint64]int64{1: t0.UnixMilli() + 1000, 2: t0.UnixMilli() + 2000} {
+		if _, err := n.mergeClaims(likeKey("v", "u", k), crdt.NewClaims(peer, ms)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !n.Liked("v", "u") {
+		t.Fatal("the later like here was not made again over the peer's earlier unlike")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := n.RecordView(ctx, View{Video: "v", User: "u", Event: EventLike})
+	if err != nil || res.Counted || res.Fate != store.FateDuplicate {
+		t.Fatalf("repeat of the like: %+v, %v; want a duplicate at once", res, err)
+	}
+	if got := likes(t, n, "v"); got != 1 {
+		t.Fatalf("Likes = %d, want 1", got)
 	}
 }

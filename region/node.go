@@ -301,6 +301,10 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 			keys = append(keys, k.Key())
 		}
 		for _, k := range liked {
+			// A transition this node made while merging (one made again for
+			// a lost latest intent) is released here, where it is durable;
+			// the ingest path releases its own after its batch too.
+			n.likes.settle(k)
 			keys = append(keys, k.Key())
 		}
 		n.uniques.settle(sketched)

@@ -9,10 +9,14 @@
 // ingesting node's clock divided into DedupWindow-long spans aligned to the
 // Unix epoch (so 24 h windows are UTC days); the client's timestamp is kept in
 // the raw event log but never trusted for windows. A counted view increments
-// this replica's P slot in memory, and its claim and raw event are handed to the
+// this replica's P slot in memory (lock-free: an atomic add folded into the
+// state at the batch cut), and its claim and raw event are handed to the
 // group committer. With sync durability the call returns only after the batch
 // holding them is fsynced; the counter state itself is written coalesced, once
-// per batch, however many views a hot key took.
+// per batch, however many views a hot key took. The raw events of one call
+// are one event block, and the claims won alone in one batch one claim block
+// per window (store.EventBlock, store.ClaimBlock): a batch costs a few Badger
+// entries per video, not several per view.
 //
 // # Reads
 //

@@ -118,14 +118,16 @@ func TestClaimBlocksRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	tab := newClaimTable(1000, 500)
+	// Hour-long windows: what is written lives for minutes (Badger's TTLs
+	// have a granularity of seconds).
+	tab := newClaimTable(3_600_000, 500)
 	var keys []store.ClaimKey
 	for i := range 100 {
 		k := store.ClaimKey{Video: fmt.Sprint("video-", i%7), User: fmt.Sprint("user-", i), Window: 3 + uint64(i%2)}
 		if i%10 == 0 {
 			k.Event = "share"
 		}
-		if won, _ := tab.claimLocal(k, self, int64(3000+i)); !won {
+		if won, _ := tab.claimLocal(k, self, int64(3*3_600_000+i)); !won {
 			t.Fatalf("claim %v refused", k)
 		}
 		keys = append(keys, k)
@@ -133,7 +135,7 @@ func TestClaimBlocksRoundTrip(t *testing.T) {
 	// One set also holds a peer's later claim: written on its own.
 	tab.merge(keys[5], crdt.NewClaims(peer, 9999), []crdt.ReplicaID{self})
 	seq := uint64(0)
-	muts, written, err := tab.prepare(nil, 3500, self, func() uint64 { seq++; return seq })
+	muts, written, err := tab.prepare(nil, 3*3_600_000+500, self, func() uint64 { seq++; return seq })
 	if err != nil || len(written) != 100 {
 		t.Fatalf("prepare: %d written, %v", len(written), err)
 	}
@@ -142,7 +144,7 @@ func TestClaimBlocksRoundTrip(t *testing.T) {
 	}
 	// Then a peer's claim reaches a set already in a block: written alone.
 	tab.merge(keys[6], crdt.NewClaims(peer, 9999), []crdt.ReplicaID{self})
-	more, _, _ := tab.prepare(nil, 3600, self, func() uint64 { seq++; return seq })
+	more, _, _ := tab.prepare(nil, 3*3_600_000+600, self, func() uint64 { seq++; return seq })
 	if len(more) != 1 {
 		t.Fatalf("a changed set: %d mutations, want 1", len(more))
 	}
@@ -157,7 +159,7 @@ func TestClaimBlocksRoundTrip(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	back := newClaimTable(1000, 500)
+	back := newClaimTable(3_600_000, 500)
 	if err := st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error { back.load(k, c); return nil }); err != nil {
 		t.Fatal(err)
 	}

@@ -123,20 +123,32 @@ func (b *EventBlock) Add(video, event, user string, clientMs int64, fate Fate) {
 // unique per replica and millisecond (the sequence of EventMutation). The
 // block hands its buffers over and is empty again.
 func (b *EventBlock) Mutations(ingestMs int64, replica crdt.ReplicaID, seq func() uint64, ttl time.Duration) []Mutation {
-	vals := b.b.values()
-	muts := make([]Mutation, len(vals))
-	for i, v := range vals {
-		muts[i] = Mutation{Key: eventKey(ingestMs, replica, seq()), Value: v, TTL: ttl}
-	}
-	return muts
+	return b.b.mutations(prefixEvent, uint64(ingestMs), replica, seq, ttl)
 }
 
 func eventKey(ingestMs int64, replica crdt.ReplicaID, seq uint64) []byte {
+	return blockKey(prefixEvent, uint64(ingestMs), replica, seq)
+}
+
+// blockKey is the 25-byte key prefix, at (an ingest time or a window),
+// replica, seq, each u64 BE.
+func blockKey(prefix byte, at uint64, replica crdt.ReplicaID, seq uint64) []byte {
 	k := make([]byte, 0, 25)
-	k = append(k, prefixEvent)
-	k = binary.BigEndian.AppendUint64(k, uint64(ingestMs))
+	k = append(k, prefix)
+	k = binary.BigEndian.AppendUint64(k, at)
 	k = binary.BigEndian.AppendUint64(k, uint64(replica))
 	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// mutations hands the builder's blocks over as writes under blockKey(prefix,
+// at, replica, seq()) until ttl passes; the builder is empty again.
+func (b *blockBuilder) mutations(prefix byte, at uint64, replica crdt.ReplicaID, seq func() uint64, ttl time.Duration) []Mutation {
+	vals := b.values()
+	muts := make([]Mutation, len(vals))
+	for i, v := range vals {
+		muts[i] = Mutation{Key: blockKey(prefix, at, replica, seq()), Value: v, TTL: ttl}
+	}
+	return muts
 }
 
 // stringLen is the encoded size of s: a uvarint length, then its bytes.
@@ -294,20 +306,11 @@ func (b *ClaimBlock) Add(k ClaimKey, ingestMs int64) {
 // replica, under keys unique by seq (unique per replica) until ttl passes.
 // The block hands its buffers over and is empty again.
 func (b *ClaimBlock) Mutations(window uint64, replica crdt.ReplicaID, seq func() uint64, ttl time.Duration) []Mutation {
-	vals := b.b.values()
-	muts := make([]Mutation, len(vals))
-	for i, v := range vals {
-		muts[i] = Mutation{Key: claimBlockKey(window, replica, seq()), Value: v, TTL: ttl}
-	}
-	return muts
+	return b.b.mutations(prefixClaimBlock, window, replica, seq, ttl)
 }
 
 func claimBlockKey(window uint64, replica crdt.ReplicaID, seq uint64) []byte {
-	k := make([]byte, 0, 25)
-	k = append(k, prefixClaimBlock)
-	k = binary.BigEndian.AppendUint64(k, window)
-	k = binary.BigEndian.AppendUint64(k, uint64(replica))
-	return binary.BigEndian.AppendUint64(k, seq)
+	return blockKey(prefixClaimBlock, window, replica, seq)
 }
 
 // decodeClaimBlock calls fn with the claim set of every claim of the block

@@ -143,6 +143,19 @@ func runBenchCompare(ctx context.Context, args []string, stdout, stderr io.Write
 	})
 }
 
+// createBenchLog creates the data folder dir and the servers' log file name
+// in it.
+func createBenchLog(dir, name string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		return nil, fmt.Errorf("server log: %w", err)
+	}
+	return f, nil
+}
+
 // runBenchProcess runs a "tally bench NAME" that starts tally processes:
 // run gets this binary's path, and *dir is a new temporary folder (removed
 // afterwards) if it was empty. It returns the command's exit code.
@@ -228,12 +241,9 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 			p.stop(20 * time.Second)
 		}
 	}()
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return fmt.Errorf("data folder: %w", err)
-	}
-	logf, err := os.Create(filepath.Join(cfg.Dir, "servers.log"))
+	logf, err := createBenchLog(cfg.Dir, "servers.log")
 	if err != nil {
-		return fmt.Errorf("server log: %w", err)
+		return err
 	}
 	defer logf.Close()
 

@@ -68,12 +68,9 @@ func runBenchScale(ctx context.Context, args []string, stdout, stderr io.Writer)
 // benchScale runs the scale benchmark with the tally binary exe.
 func benchScale(ctx context.Context, exe string, sc scaleConfig, stdout, stderr io.Writer) error {
 	progress := func(format string, a ...any) { fmt.Fprintf(stderr, "tally bench scale: "+format+"\n", a...) }
-	if err := os.MkdirAll(sc.Dir, 0o755); err != nil {
-		return fmt.Errorf("data folder: %w", err)
-	}
-	logf, err := os.Create(filepath.Join(sc.Dir, "serve.log"))
+	logf, err := createBenchLog(sc.Dir, "serve.log")
 	if err != nil {
-		return fmt.Errorf("server log: %w", err)
+		return err
 	}
 	defer logf.Close()
 	addr, err := freeLoopbackAddr()

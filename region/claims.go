@@ -216,16 +216,11 @@ func (t *claimTable) enqueue(k store.ClaimKey) { t.queue.push(k) }
 // of its window (store.ClaimBlock, keys unique by seq); any other set is
 // written on its own.
 func (t *claimTable) prepare(dst []store.Mutation, nowMs int64, self crdt.ReplicaID, seq func() uint64) ([]store.Mutation, []store.ClaimKey, error) {
-	queue := t.queue.take()
+	queue := t.queue.takeDistinct()
 	var firstErr error
 	written := queue[:0]
 	var blocks map[uint64]*store.ClaimBlock
-	seen := make(map[store.ClaimKey]struct{}, len(queue))
 	for _, k := range queue {
-		if _, dup := seen[k]; dup {
-			continue // queued again since the last batch: written once
-		}
-		seen[k] = struct{}{}
 		c, ok := t.get(k)
 		ttlMs := t.expiryMs(k.Window) - nowMs
 		if !ok || ttlMs <= 0 {

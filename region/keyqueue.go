@@ -5,7 +5,7 @@ import "sync"
 // keyQueue is the list of keys a table changed since the committer last cut
 // a batch: changes push keys, the table's Prepare hook takes them all, and a
 // failed batch pushes its keys back. It is safe for concurrent use.
-type keyQueue[K any] struct {
+type keyQueue[K comparable] struct {
 	mu   sync.Mutex // protects keys
 	keys []K
 }
@@ -24,4 +24,22 @@ func (q *keyQueue[K]) take() []K {
 	q.keys = nil
 	q.mu.Unlock()
 	return keys
+}
+
+// takeDistinct is take with each key once, in the order first queued: a key
+// changed again before the batch was cut is written once.
+func (q *keyQueue[K]) takeDistinct() []K {
+	keys := q.take()
+	if len(keys) < 2 {
+		return keys
+	}
+	seen := make(map[K]struct{}, len(keys))
+	out := keys[:0]
+	for _, k := range keys {
+		if _, dup := seen[k]; !dup {
+			seen[k] = struct{}{}
+			out = append(out, k)
+		}
+	}
+	return out
 }

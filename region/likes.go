@@ -337,10 +337,10 @@ func (t *likeTable) len() int {
 func (t *likeTable) enqueue(k store.ClaimKey) { t.queue.push(k) }
 
 // prepare is the likes' part of the committer's Prepare hook: it appends the
-// current state of every queued transition (kept forever) and returns the
-// written keys.
+// current state of every queued transition (kept forever), once however
+// often it changed, and returns the written keys.
 func (t *likeTable) prepare(dst []store.Mutation) ([]store.Mutation, []store.ClaimKey, error) {
-	queue := t.queue.take()
+	queue := t.queue.takeDistinct()
 	var firstErr error
 	written := queue[:0]
 	for _, k := range queue {

@@ -305,16 +305,23 @@ func TestUniqueMergeConverges(t *testing.T) {
 	})
 }
 
+// usersInChunk returns the first n user IDs prefix0, prefix1, ... whose
+// sketch register is in chunk c.
+func usersInChunk(prefix string, c, n int) []string {
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		u := prefix + strconv.Itoa(i)
+		if uc, _, _ := crdt.HLLPosition(u); uc == c {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 func TestUniquePrepareRequeue(t *testing.T) {
 	tab := newUniqueTable()
 	// Users that land in chunk 5 of v, several growing it.
-	var inChunk []string
-	for i := 0; len(inChunk) < 5; i++ {
-		u := "u" + strconv.Itoa(i)
-		if c, _, _ := crdt.HLLPosition(u); c == 5 {
-			inChunk = append(inChunk, u)
-		}
-	}
+	inChunk := usersInChunk("u", 5, 5)
 	k5 := crdt.UniqueKey("v", 5)
 	for _, u := range inChunk {
 		if k, ok := tab.insert("v", u); !ok || k != k5 {
@@ -410,13 +417,7 @@ func liveState(tab *uniqueTable, k crdt.Key) crdt.PNCounter {
 // failed batch, and a peer's merge.
 func TestUniqueStateShipsDurableOnly(t *testing.T) {
 	tab := newUniqueTable()
-	var users []string
-	for i := 0; len(users) < 4; i++ {
-		u := "u" + strconv.Itoa(i)
-		if c, _, _ := crdt.HLLPosition(u); c == 7 {
-			users = append(users, u)
-		}
-	}
+	users := usersInChunk("u", 7, 4)
 	k := crdt.UniqueKey("v", 7)
 	grow := func(u string) {
 		t.Helper()

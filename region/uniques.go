@@ -96,12 +96,7 @@ func (t *uniqueTable) insert(video, user string) (crdt.Key, bool) {
 		sk = &uniqueSketch{version: 1}
 		s.m[strings.Clone(video)] = sk // not pinning the caller's buffer
 	}
-	if !sk.wouldGrow(c*crdt.HLLChunkRegisters+off, rho) {
-		s.mu.Unlock()
-		return crdt.Key{}, false
-	}
-	sk.holdDurableLocked(c)
-	grew := sk.set(c*crdt.HLLChunkRegisters+off, rho)
+	grew := sk.raise(c, off, rho, true)
 	queue := grew && sk.grewLocked(c, true)
 	s.mu.Unlock()
 	if !grew {
@@ -163,16 +158,10 @@ func (t *uniqueTable) apply(video string, c int, regs *[crdt.HLLChunkRegisters]u
 		s.m[strings.Clone(video)] = sk
 	}
 	grew := false
-	base := c * crdt.HLLChunkRegisters
 	for off, r := range regs {
-		if r == 0 || !sk.wouldGrow(base+off, r) {
-			continue
+		if r != 0 && sk.raise(c, off, r, queue) {
+			grew = true
 		}
-		if queue && !grew {
-			sk.holdDurableLocked(c) // before the first register of c grows
-		}
-		sk.set(base+off, r)
-		grew = true
 	}
 	enqueue := grew && sk.grewLocked(c, queue)
 	s.mu.Unlock()
@@ -196,57 +185,53 @@ func (sk *uniqueSketch) grewLocked(c int, queue bool) bool {
 	return true
 }
 
-// holdDurableLocked keeps chunk c's current registers as its durable shadow
-// if c has no pending growth yet: call it before a register of c grows by a
-// change that is not on disk. Callers hold shard.mu.
-func (sk *uniqueSketch) holdDurableLocked(c int) {
+// raise raises register off of chunk c to at least r and reports whether it
+// grew. With hold (a growth that is not on disk), a chunk without pending
+// growth keeps its registers from before this one as its durable shadow.
+// Callers hold shard.mu.
+func (sk *uniqueSketch) raise(c, off int, r uint8, hold bool) bool {
+	old, grew := sk.set(c*crdt.HLLChunkRegisters+off, r)
+	if !grew || !hold {
+		return grew
+	}
 	bit := uint64(1) << c
-	if sk.pending&bit != 0 {
-		return
+	if sk.pending&bit == 0 {
+		sk.pending |= bit
+		regs := new([crdt.HLLChunkRegisters]uint8)
+		if sk.present&bit != 0 {
+			sk.chunk(c, regs)
+			regs[off] = old // as it was before this growth
+		}
+		if sk.shadow == nil {
+			sk.shadow = make(map[int]*[crdt.HLLChunkRegisters]uint8)
+		}
+		sk.shadow[c] = regs
 	}
-	sk.pending |= bit
-	regs := new([crdt.HLLChunkRegisters]uint8)
-	if sk.present&bit != 0 {
-		sk.chunk(c, regs)
-	}
-	if sk.shadow == nil {
-		sk.shadow = make(map[int]*[crdt.HLLChunkRegisters]uint8)
-	}
-	sk.shadow[c] = regs
+	return true
 }
 
-// wouldGrow reports whether set(i, r) would raise register i. Callers hold
-// shard.mu.
-func (sk *uniqueSketch) wouldGrow(i int, r uint8) bool {
+// set raises register i to at least r and reports its value before and
+// whether it grew. Callers hold shard.mu.
+func (sk *uniqueSketch) set(i int, r uint8) (old uint8, grew bool) {
 	if sk.dense != nil {
-		return sk.dense[i] < r
-	}
-	j, found := slices.BinarySearchFunc(sk.sparse, uint32(i), func(e, idx uint32) int { return cmp.Compare(e>>8, idx) })
-	return !found || uint8(sk.sparse[j]) < r
-}
-
-// set raises register i to at least r and reports whether it grew. Callers
-// hold shard.mu.
-func (sk *uniqueSketch) set(i int, r uint8) bool {
-	if sk.dense != nil {
-		if sk.dense[i] >= r {
-			return false
+		if old = sk.dense[i]; old >= r {
+			return old, false
 		}
 		sk.dense[i] = r
-		return true
+		return old, true
 	}
 	e := uint32(i)<<8 | uint32(r)
 	j, found := slices.BinarySearchFunc(sk.sparse, uint32(i), func(e, idx uint32) int { return cmp.Compare(e>>8, idx) })
 	if found {
-		if uint8(sk.sparse[j]) >= r {
-			return false
+		if old = uint8(sk.sparse[j]); old >= r {
+			return old, false
 		}
 		sk.sparse[j] = e
-		return true
+		return old, true
 	}
 	if len(sk.sparse) < uniqueSparseMax {
 		sk.sparse = slices.Insert(sk.sparse, j, e)
-		return true
+		return 0, true
 	}
 	sk.dense = new([crdt.HLLRegisters]uint8)
 	for _, e := range sk.sparse {
@@ -254,7 +239,7 @@ func (sk *uniqueSketch) set(i int, r uint8) bool {
 	}
 	sk.sparse = nil
 	sk.dense[i] = r
-	return true
+	return 0, true
 }
 
 // chunk copies chunk c's registers into dst. Callers hold shard.mu.

@@ -156,7 +156,7 @@ func Open(cfg Config) (*Node, error) {
 	n.claims = newClaimTable(n.windowMs, cfg.LagBudget.Milliseconds())
 	nowMs := n.now().UnixMilli()
 	var owing []store.ClaimKey
-	err = st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error {
+	maxBlockSeq, err := st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error {
 		if k.Event == EventLike {
 			n.likes.load(k, c)
 			if owesAny(c, n.own) {
@@ -208,14 +208,7 @@ func Open(cfg Config) (*Node, error) {
 	// Raw-event and claim-block keys end in this sequence: it starts above
 	// every stored block's, and (for events, whose keys hold their time) at
 	// the clock, so that keys stay unique across restarts.
-	maxSeq, err := st.MaxClaimBlockSeq()
-	if err != nil {
-		if n.ownStore {
-			st.Close()
-		}
-		return nil, fmt.Errorf("open node: %w", err)
-	}
-	n.eventSeq.Store(max(uint64(time.Now().UnixNano()), maxSeq+1))
+	n.eventSeq.Store(max(uint64(time.Now().UnixNano()), maxBlockSeq+1))
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,
 		MaxPending: cfg.MaxPending,

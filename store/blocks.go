@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/tallyhq/tally/crdt"
 )
 
@@ -371,24 +369,4 @@ func validUser(u string) bool {
 		}
 	}
 	return true
-}
-
-// MaxClaimBlockSeq is the largest sequence number of a stored claim block
-// (0 if none): a node's block sequence must start above it.
-func (s *Store) MaxClaimBlockSeq() (uint64, error) {
-	var maxSeq uint64
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixClaimBlock}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if k := it.Item().Key(); len(k) == 25 {
-				maxSeq = max(maxSeq, binary.BigEndian.Uint64(k[17:]))
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("read claim block keys: %w", err)
-	}
-	return maxSeq, nil
 }

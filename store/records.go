@@ -183,9 +183,11 @@ func (s *Store) Claim(k ClaimKey) (c crdt.Claims, ok bool, err error) {
 // returns an error: first the claims of claim blocks (ClaimBlock), each as
 // its one-claim set, then the claim sets stored on their own, in key order.
 // A key can come more than once (a block's claim, and its set written on its
-// own when it changed): the caller merges them.
-func (s *Store) ForEachClaim(fn func(ClaimKey, crdt.Claims) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
+// own when it changed): the caller merges them. It returns the largest
+// sequence number of the claim blocks read (0 if none): a node's block
+// sequence must start above it.
+func (s *Store) ForEachClaim(fn func(ClaimKey, crdt.Claims) error) (maxBlockSeq uint64, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
 		blocks := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixClaimBlock}})
 		defer blocks.Close()
 		for blocks.Rewind(); blocks.Valid(); blocks.Next() {
@@ -193,6 +195,7 @@ func (s *Store) ForEachClaim(fn func(ClaimKey, crdt.Claims) error) error {
 			if err := item.Value(func(v []byte) error { return decodeClaimBlock(item.Key(), v, fn) }); err != nil {
 				return err
 			}
+			maxBlockSeq = max(maxBlockSeq, binary.BigEndian.Uint64(item.Key()[17:])) // 25 bytes: decodeClaimBlock checked
 		}
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixClaim}})
 		defer it.Close()
@@ -215,6 +218,7 @@ func (s *Store) ForEachClaim(fn func(ClaimKey, crdt.Claims) error) error {
 		}
 		return nil
 	})
+	return maxBlockSeq, err
 }
 
 // Fate says what became of an event.

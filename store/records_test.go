@@ -239,7 +239,7 @@ func TestClaimRoundTrip(t *testing.T) {
 	k2 := ClaimKey{Video: "vid", User: "u", Window: 1 << 40}
 	write(t, s, claimMut(t, k2, crdt.NewClaims(1, 2), 0))
 	seen := map[ClaimKey]crdt.Claims{}
-	if err := s.ForEachClaim(func(k ClaimKey, c crdt.Claims) error { seen[k] = c; return nil }); err != nil {
+	if _, err := s.ForEachClaim(func(k ClaimKey, c crdt.Claims) error { seen[k] = c; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(seen) != 2 || !seen[k].Equal(c) || !seen[k2].Equal(crdt.NewClaims(1, 2)) {
@@ -300,7 +300,7 @@ func TestClaimRejectsCorruptValue(t *testing.T) {
 		t.Fatalf("Claim over a counter that is not a claim set: err %v, want ErrCorrupt", err)
 	}
 	write(t, s, Mutation{Key: []byte("dv\x00u"), Value: v})
-	if err := s.ForEachClaim(func(ClaimKey, crdt.Claims) error { return nil }); !errors.Is(err, ErrCorrupt) {
+	if _, err := s.ForEachClaim(func(ClaimKey, crdt.Claims) error { return nil }); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("ForEachClaim over a short key: err %v, want ErrCorrupt", err)
 	}
 }

@@ -32,12 +32,20 @@ type claimTable struct {
 }
 
 type claimShard struct {
-	mu      sync.Mutex // protects everything below
-	windows map[uint64]map[claimID]crdt.Claims
-	// unsynced holds new claims of this node whose batch is not yet durable:
-	// a repeat must not answer "already counted" for a view that a crash
-	// could still lose.
-	unsynced map[store.ClaimKey]chan struct{}
+	mu      sync.Mutex // protects windows
+	windows map[uint64]map[claimID]claimSlot
+}
+
+// claimSlot is a claim set in memory. synced, for a claim this node won, is
+// closed when the batch holding it is durable (or failed, which is final):
+// until then a repeat must not answer "already counted" for a view that a
+// crash could still lose. It is the batch's own channel (store.Ticket.Done),
+// so winning a claim allocates no channel and settles with its batch; it is
+// nil once seen closed, and for sets this node did not win or loaded from
+// disk.
+type claimSlot struct {
+	claims crdt.Claims
+	synced <-chan struct{}
 }
 
 // claimID names a claim set within a window: Event is empty for views.
@@ -46,8 +54,7 @@ type claimID struct{ video, event, user string }
 func newClaimTable(windowMs, lagMs int64) *claimTable {
 	t := &claimTable{seed: maphash.MakeSeed(), windowMs: windowMs, lagMs: lagMs}
 	for i := range t.shards {
-		t.shards[i].windows = make(map[uint64]map[claimID]crdt.Claims)
-		t.shards[i].unsynced = make(map[store.ClaimKey]chan struct{})
+		t.shards[i].windows = make(map[uint64]map[claimID]claimSlot)
 	}
 	return t
 }
@@ -67,22 +74,30 @@ func (t *claimTable) shard(k store.ClaimKey) *claimShard {
 
 // claimLocal claims k for replica self at ingestMs unless k already has a
 // claim set (made here or received from a peer). A won claim is queued for
-// the next batch and stays "unsynced" until settle(k). When k was claimed
-// already, synced is closed once that claim is durable (nil if it is).
-// Callers hold the admission gate.
-func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64) (won bool, synced <-chan struct{}) {
+// the next batch, whose Done channel batchDone is (nil with async
+// durability, where nothing waits for it). When k was claimed already,
+// synced is closed once that claim is durable (nil if it is). Callers hold
+// the admission gate, so batchDone is the batch the claim will be written in.
+func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64, batchDone <-chan struct{}) (won bool, synced <-chan struct{}) {
 	s := t.shard(k)
 	id := claimID{k.Video, k.Event, k.User}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.windows[k.Window][id]; ok {
-		if ch, ok := s.unsynced[k]; ok {
-			return false, ch
+	m := s.windows[k.Window]
+	if cur, ok := m[id]; ok {
+		if cur.synced == nil {
+			return false, nil
 		}
-		return false, nil
+		select {
+		case <-cur.synced:
+			cur.synced = nil
+			m[id] = cur
+			return false, nil
+		default:
+			return false, cur.synced
+		}
 	}
-	s.putLocked(k.Window, id, crdt.NewClaims(self, ingestMs))
-	s.unsynced[k] = make(chan struct{})
+	s.putLocked(k.Window, id, claimSlot{claims: crdt.NewClaims(self, ingestMs), synced: batchDone})
 	t.enqueue(k)
 	return true, nil
 }
@@ -135,7 +150,8 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, own []crdt.ReplicaID
 	id := claimID{k.Video, k.Event, k.User}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur, ok := s.windows[k.Window][id]
+	slot, ok := s.windows[k.Window][id]
+	cur := slot.claims
 	if ok {
 		cur = cur.Clone() // readers may hold the old value's slots
 	}
@@ -147,7 +163,8 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, own []crdt.ReplicaID
 	if !r.changed {
 		return r
 	}
-	s.putLocked(k.Window, id, cur)
+	slot.claims = cur // a won claim stays unsynced until its batch is durable
+	s.putLocked(k.Window, id, slot)
 	r.adopted = cur.Equal(c)
 	t.enqueue(k)
 	return r
@@ -160,18 +177,18 @@ func (t *claimTable) load(k store.ClaimKey, c crdt.Claims) {
 	id := claimID{k.Video, k.Event, k.User}
 	s.mu.Lock()
 	if cur, ok := s.windows[k.Window][id]; ok {
-		cur.Merge(c) // a set loaded here has no readers yet
-		c = cur
+		cur.claims.Merge(c) // a set loaded here has no readers yet
+		c = cur.claims
 	}
-	s.putLocked(k.Window, id, c)
+	s.putLocked(k.Window, id, claimSlot{claims: c})
 	s.mu.Unlock()
 }
 
 // putLocked stores c as the claim set of id in window w. Callers hold s.mu.
-func (s *claimShard) putLocked(w uint64, id claimID, c crdt.Claims) {
+func (s *claimShard) putLocked(w uint64, id claimID, c claimSlot) {
 	m := s.windows[w]
 	if m == nil {
-		m = make(map[claimID]crdt.Claims)
+		m = make(map[claimID]claimSlot)
 		s.windows[w] = m
 	}
 	m[id] = c
@@ -203,7 +220,7 @@ func (t *claimTable) get(k store.ClaimKey) (crdt.Claims, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.windows[k.Window][claimID{k.Video, k.Event, k.User}]
-	return c, ok
+	return c.claims, ok
 }
 
 func (t *claimTable) enqueue(k store.ClaimKey) { t.queue.push(k) }
@@ -256,18 +273,6 @@ func (t *claimTable) prepare(dst []store.Mutation, nowMs int64, self crdt.Replic
 
 // requeue queues keys whose batch failed to be written again.
 func (t *claimTable) requeue(keys []store.ClaimKey) { t.queue.push(keys...) }
-
-// settle marks a won claim as durable (or as final after a failed write) and
-// releases the repeats waiting on it.
-func (t *claimTable) settle(k store.ClaimKey) {
-	s := t.shard(k)
-	s.mu.Lock()
-	if ch, ok := s.unsynced[k]; ok {
-		close(ch)
-		delete(s.unsynced, k)
-	}
-	s.mu.Unlock()
-}
 
 // expire drops the windows whose expiry is at or before nowMs and reports
 // how many claim sets went.

@@ -23,12 +23,13 @@ func isClosed(ch <-chan struct{}) bool {
 func TestClaimTableConcurrentOneWinner(t *testing.T) {
 	tab := newClaimTable(1000, 500)
 	k := store.ClaimKey{Video: "v", User: "u", Window: 11}
+	batch := make(chan struct{}) // the winner's batch, not durable yet
 	const g = 32
 	won := make([]bool, g)
 	synced := make([]<-chan struct{}, g)
 	var wg sync.WaitGroup
 	for i := range g {
-		wg.Go(func() { won[i], synced[i] = tab.claimLocal(k, 1, int64(i)) })
+		wg.Go(func() { won[i], synced[i] = tab.claimLocal(k, 1, int64(i), batch) })
 	}
 	wg.Wait()
 	winners := 0
@@ -44,13 +45,33 @@ func TestClaimTableConcurrentOneWinner(t *testing.T) {
 	if winners != 1 {
 		t.Fatalf("%d winners, want 1", winners)
 	}
-	tab.settle(k)
-	if w, ch := tab.claimLocal(k, 1, 99); w || ch != nil {
-		t.Fatalf("after settle: won %v, wait %v; want a plain duplicate", w, ch)
+	close(batch) // the batch is durable
+	if w, ch := tab.claimLocal(k, 1, 99, nil); w || ch != nil {
+		t.Fatalf("after the batch: won %v, wait %v; want a plain duplicate", w, ch)
 	}
-	tab.settle(store.ClaimKey{Video: "never", User: "claimed", Window: 5}) // no-op
 	if got := len(tab.queue.keys); got != 1 {
 		t.Errorf("queue holds %d keys, want the one claim", got)
+	}
+}
+
+// TestClaimTableMergeKeepsUnsynced: a peer's claim set merged into a claim
+// this node won keeps repeats waiting for the winner's batch.
+func TestClaimTableMergeKeepsUnsynced(t *testing.T) {
+	tab := newClaimTable(1000, 500)
+	k := store.ClaimKey{Video: "v", User: "u", Window: 11}
+	batch := make(chan struct{})
+	if won, _ := tab.claimLocal(k, 2, 11_500, batch); !won {
+		t.Fatal("first claim lost")
+	}
+	if r := tab.merge(k, crdt.NewClaims(1, 11_600), []crdt.ReplicaID{2}); !r.changed || len(r.owed) != 0 {
+		t.Fatalf("merge of a later peer claim: %+v, want a change and nothing owed", r)
+	}
+	if _, ch := tab.claimLocal(k, 2, 11_700, nil); ch == nil || isClosed(ch) {
+		t.Fatal("a repeat after the merge does not wait for the unsynced winner")
+	}
+	close(batch)
+	if _, ch := tab.claimLocal(k, 2, 11_800, nil); ch != nil {
+		t.Fatal("a repeat after the batch still waits")
 	}
 }
 
@@ -65,12 +86,12 @@ func TestClaimTableMerge(t *testing.T) {
 	if !r.changed || len(r.owed) != 0 || !r.adopted {
 		t.Fatalf("first remote claim: %+v", r)
 	}
-	if won, _ := tab.claimLocal(k1, self, 3200); won {
+	if won, _ := tab.claimLocal(k1, self, 3200, nil); won {
 		t.Fatal("a view claimed by a peer was counted again here")
 	}
 
 	k2 := store.ClaimKey{Video: "v", User: "u2", Window: 3}
-	if won, _ := tab.claimLocal(k2, self, 3500); !won {
+	if won, _ := tab.claimLocal(k2, self, 3500, nil); !won {
 		t.Fatal("fresh claim refused")
 	}
 	later := tab.merge(k2, crdt.NewClaims(peer, 3600), own)
@@ -127,7 +148,7 @@ func TestClaimBlocksRoundTrip(t *testing.T) {
 		if i%10 == 0 {
 			k.Event = "share"
 		}
-		if won, _ := tab.claimLocal(k, self, int64(3*3_600_000+i)); !won {
+		if won, _ := tab.claimLocal(k, self, int64(3*3_600_000+i), nil); !won {
 			t.Fatalf("claim %v refused", k)
 		}
 		keys = append(keys, k)
@@ -182,8 +203,8 @@ func TestClaimTablePrepareAndExpire(t *testing.T) {
 	tab := newClaimTable(1000, 500) // window w expires at (w+1)*1000+500
 	k3 := store.ClaimKey{Video: "v", User: "u", Window: 3}
 	k4 := store.ClaimKey{Video: "v", User: "u", Window: 4}
-	tab.claimLocal(k3, 1, 3100)
-	tab.claimLocal(k4, 1, 4100)
+	tab.claimLocal(k3, 1, 3100, nil)
+	tab.claimLocal(k4, 1, 4100, nil)
 	seq := uint64(0)
 	next := func() uint64 { seq++; return seq }
 	muts, written, err := tab.prepare(nil, 4400, 1, next)

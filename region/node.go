@@ -289,18 +289,23 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 			n.uniques.requeue(sketched)
 			return
 		}
+		// A transition this node made while merging (one made again for a
+		// lost latest intent) is released here, where it is durable; the
+		// ingest path releases its own after its batch too.
+		for _, k := range liked {
+			n.likes.settle(k)
+		}
+		n.uniques.settle(sketched)
+		if n.repl.Load() == nil {
+			return // nothing to replicate: skip naming the keys
+		}
 		keys := make([]crdt.Key, 0, len(claimed)+len(liked)+len(sketched))
 		for _, k := range claimed {
 			keys = append(keys, k.Key())
 		}
 		for _, k := range liked {
-			// A transition this node made while merging (one made again for
-			// a lost latest intent) is released here, where it is durable;
-			// the ingest path releases its own after its batch too.
-			n.likes.settle(k)
 			keys = append(keys, k.Key())
 		}
-		n.uniques.settle(sketched)
 		for _, w := range sketched {
 			keys = append(keys, w.key)
 		}
@@ -418,14 +423,11 @@ func (p *Pending) Results() []Result {
 // and reports whether there was anything to write.
 func (n *Node) StepCommit() bool { return n.committer.Step() }
 
-// settle releases the claims won by b (idempotent).
+// settle releases the like transitions made by b (idempotent). Claims won
+// by b need no release: they settle with their batch (claimTable.claimLocal).
 func (n *Node) settle(b *ingestBatch) {
 	for _, k := range b.claimed {
-		if k.Event == EventLike {
-			n.likes.settle(k)
-		} else {
-			n.claims.settle(k)
-		}
+		n.likes.settle(k)
 	}
 	b.claimed = nil
 }
@@ -448,7 +450,7 @@ func (n *Node) fillCounts(b *ingestBatch, results []Result) {
 type ingestBatch struct {
 	ticket    store.Ticket
 	submitted bool
-	claimed   []store.ClaimKey   // claims won and like transitions made; settle them when final
+	claimed   []store.ClaimKey   // like transitions made; settle them when final
 	waits     []<-chan struct{}  // claims of repeats, not yet durable
 	entries   []*counterEntry    // per view; nil for a view in error
 	buckets   [][3]*counterEntry // per view: its minute, hour and day buckets
@@ -463,12 +465,23 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	// Resolve what can fail before anything changes.
 	now := n.now()
 	nowMs := now.UnixMilli()
+	// Views of a video already resolved in this call share its entries: a
+	// batch of one hot video looks its counter and buckets up once.
+	var resolved map[crdt.Key]int // key → index of the first view with it
+	if len(views) > 1 {
+		resolved = make(map[crdt.Key]int)
+	}
 	for i, v := range views {
 		if err := n.validate(v, nowMs); err != nil {
 			results[i].Err = err
 			continue
 		}
-		e, err := n.entry(crdt.Key{Video: v.Video, Event: v.eventOf()})
+		key := crdt.Key{Video: v.Video, Event: v.eventOf()}
+		if j, ok := resolved[key]; ok {
+			b.entries[i], b.buckets[i] = b.entries[j], b.buckets[j]
+			continue
+		}
+		e, err := n.entry(key)
 		if err != nil {
 			results[i].Err = err
 			continue
@@ -478,6 +491,9 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			continue
 		}
 		b.entries[i] = e
+		if resolved != nil {
+			resolved[key] = i
+		}
 	}
 	n.expireClaims(now)
 	n.expireBuckets(now)
@@ -493,6 +509,11 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	defer release()
 
 	window := uint64(nowMs / n.windowMs)
+	// A claim won here is durable when the batch it is admitted to is.
+	var batchDone <-chan struct{}
+	if n.cfg.Durability == DurabilitySync {
+		batchDone = n.committer.Next().Done()
+	}
 	var events store.EventBlock // the raw events of this call, logged as few entries
 	events.Grow(len(views), 24*len(views))
 	for i, v := range views {
@@ -519,9 +540,8 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			}
 		default:
 			ck := store.ClaimKey{Video: v.Video, Event: claimEvent(v.eventOf()), User: v.User, Window: window}
-			won, synced := n.claims.claimLocal(ck, n.id.Replica, nowMs)
+			won, synced := n.claims.claimLocal(ck, n.id.Replica, nowMs, batchDone)
 			if won {
-				b.claimed = append(b.claimed, ck)
 				n.count(e, b.buckets[i], false, nowMs)
 				if ck.Event == "" {
 					n.uniques.insert(v.Video, v.User)

@@ -183,6 +183,16 @@ func (c *Committer) Admit(n int) (release func(), err error) {
 	return c.gate.RUnlock, nil
 }
 
+// Next is the ticket of the batch that admitted callers are filling: between
+// Admit and release it names the batch their state changes and Submits land
+// in (the batch cannot be cut meanwhile), so its Done channel tells when
+// those changes are durable without a Submit of their own.
+func (c *Committer) Next() Ticket {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Ticket{c.cur}
+}
+
 // Submit adds muts to the next batch. The returned Ticket is released when
 // that batch is durable. Submit with no mutations still gets a ticket for the
 // next batch, which is how a caller waits for state it handed to Prepare.

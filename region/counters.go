@@ -1,6 +1,7 @@
 package region
 
 import (
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,10 @@ type counterTable struct {
 	// self is this node's replica ID: its increments take the lock-free
 	// path (counterEntry.pending).
 	self crdt.ReplicaID
+	// seq names counter log records (store.CounterLog); nil writes every
+	// state to its own entry.
+	seq func() uint64
+	log *counterLog // the counter log's checkpoints; used by prepare alone
 }
 
 type counterShard struct {
@@ -66,7 +71,7 @@ type countView struct {
 }
 
 func newCounterTable() *counterTable {
-	t := &counterTable{seed: maphash.MakeSeed()}
+	t := &counterTable{seed: maphash.MakeSeed(), log: newCounterLog()}
 	for i := range t.shards {
 		t.shards[i].m = make(map[crdt.Key]*counterEntry)
 	}
@@ -173,45 +178,73 @@ type snapshot struct {
 }
 
 // prepare is the committer's Prepare hook: it appends the current state of
-// every dirty counter to dst and returns the function that publishes those
-// states when the batch is durable (or re-queues them if it failed).
+// every dirty counter to dst, in counter log records (counterlog.go), with
+// the checkpoint writes and log deletions due, and returns the function that
+// publishes those states when the batch is durable (or re-queues them if it
+// failed).
 func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(error), error) {
 	t.dirtyMu.Lock()
 	dirty := t.dirty
 	t.dirty = nil
 	t.dirtyMu.Unlock()
-	if len(dirty) == 0 {
-		return dst, func(error) {}, nil
-	}
-	snaps := make([]snapshot, 0, len(dirty))
-	var encErr error
 	var nowMs int64
 	if t.now != nil {
 		nowMs = t.now().UnixMilli()
 	}
+	snaps := make([]snapshot, 0, len(dirty))
+	var encErr error
+	var log store.CounterLog
 	for _, e := range dirty {
 		e.dirty.Store(false) // before the fold: a later increment queues e again
 		e.mu.Lock()
 		t.foldLocked(e)
 		st := e.live.Clone()
 		e.mu.Unlock()
-		var ttl time.Duration
-		if t.ttl != nil {
-			if ttl = t.ttl(e.key, nowMs); ttl < 0 {
-				continue // expired: nothing needs it any more
-			}
+		ttl, keep := t.keyTTL(e, nowMs)
+		if !keep {
+			continue // expired: nothing needs it any more
 		}
-		m, err := store.CounterMutation(e.key, st)
-		m.TTL = ttl
+		v, err := st.MarshalBinary()
 		if err != nil {
-			encErr = err
+			encErr = fmt.Errorf("encode counter %s: %w", e.key, err)
 			t.requeue(e) // keep it for the next batch rather than drop it
 			continue
 		}
-		dst = append(dst, m)
+		var expiresMs int64
+		if ttl > 0 {
+			expiresMs = nowMs + ttl.Milliseconds()
+		}
+		if t.seq != nil && log.Add(e.key, v, expiresMs) {
+			t.log.logged(e)
+		} else {
+			dst = append(dst, store.Mutation{Key: store.CounterKey(e.key), Value: v, TTL: ttl})
+		}
 		snaps = append(snaps, snapshot{e, st})
 	}
+	var drained []*counterEntry
+	var deleted [][]byte
+	if t.seq != nil {
+		recs := log.Mutations(t.seq)
+		dst = append(dst, recs...)
+		t.log.wrote(recs)
+		drained = t.log.takeDrain(len(snaps))
+		for _, e := range drained {
+			if m, ok, err := t.checkpoint(e, nowMs); err != nil {
+				encErr = err
+			} else if ok {
+				dst = append(dst, m)
+			}
+		}
+		deleted = t.log.takeDeletes()
+		dst = append(dst, store.CounterLogDeletes(deleted)...)
+	}
+	if len(snaps)+len(drained)+len(deleted) == 0 {
+		return dst, func(error) {}, encErr
+	}
 	after := func(err error) {
+		if t.seq != nil {
+			t.log.done(err, drained, deleted)
+		}
 		if err != nil {
 			for _, s := range snaps {
 				t.requeue(s.e)
@@ -232,6 +265,35 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 		}
 	}
 	return dst, after, encErr
+}
+
+// keyTTL is how long Badger keeps e's state written at nowMs (0: forever),
+// and false if e has expired and is not written any more.
+func (t *counterTable) keyTTL(e *counterEntry, nowMs int64) (time.Duration, bool) {
+	if t.ttl == nil {
+		return 0, true
+	}
+	ttl := t.ttl(e.key, nowMs)
+	return ttl, ttl >= 0
+}
+
+// checkpoint is the write of e's state to its own entry (a counter the log
+// holds): its live state, which Prepare, holding the admission gate, has
+// just logged if it changed. ok is false for an expired counter.
+func (t *counterTable) checkpoint(e *counterEntry, nowMs int64) (m store.Mutation, ok bool, err error) {
+	ttl, keep := t.keyTTL(e, nowMs)
+	if !keep {
+		return store.Mutation{}, false, nil
+	}
+	e.mu.Lock()
+	t.foldLocked(e)
+	st := e.live.Clone()
+	e.mu.Unlock()
+	if m, err = store.CounterMutation(e.key, st); err != nil {
+		return store.Mutation{}, false, err
+	}
+	m.TTL = ttl
+	return m, true, nil
 }
 
 // merge folds a remote state into e and queues e for the next batch if that

@@ -155,6 +155,16 @@ func Open(cfg Config) (*Node, error) {
 	n.counters.self = n.id.Replica
 	n.claims = newClaimTable(n.windowMs, cfg.LagBudget.Milliseconds())
 	nowMs := n.now().UnixMilli()
+	// Counter states the last run logged but did not checkpoint go into
+	// their entries before anything reads one.
+	if merged, err := st.ReplayCounterLog(nowMs); err != nil {
+		if n.ownStore {
+			st.Close()
+		}
+		return nil, fmt.Errorf("open node: %w", err)
+	} else if merged > 0 {
+		n.log.Info("counter log replayed", "states", merged)
+	}
 	var owing []store.ClaimKey
 	maxBlockSeq, err := st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error {
 		if k.Event == EventLike {
@@ -209,6 +219,7 @@ func Open(cfg Config) (*Node, error) {
 	// every stored block's, and (for events, whose keys hold their time) at
 	// the clock, so that keys stay unique across restarts.
 	n.eventSeq.Store(max(uint64(time.Now().UnixNano()), maxBlockSeq+1))
+	n.counters.seq = n.nextSeq
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,
 		MaxPending: cfg.MaxPending,
@@ -234,6 +245,9 @@ func (n *Node) Close() error {
 		var errs []error
 		if err := n.committer.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("final group commit: %w", err))
+		} else if _, err := n.store.ReplayCounterLog(n.now().UnixMilli()); err != nil {
+			// A clean stop leaves every counter in its own entry.
+			errs = append(errs, fmt.Errorf("checkpoint the counter log: %w", err))
 		}
 		if len(errs) == 0 && n.cfg.Durability == DurabilityAsync {
 			if err := n.store.MarkClean(); err != nil {

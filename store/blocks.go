@@ -182,7 +182,7 @@ func (r *blockReader) uvarint() uint64 {
 		return 0
 	}
 	x, n := binary.Uvarint(r.v[r.off:])
-	if n <= 0 {
+	if n <= 0 || overlong(r.v[r.off:], n) {
 		r.fail("bad uvarint")
 		return 0
 	}
@@ -195,13 +195,18 @@ func (r *blockReader) varint() int64 {
 		return 0
 	}
 	x, n := binary.Varint(r.v[r.off:])
-	if n <= 0 {
+	if n <= 0 || overlong(r.v[r.off:], n) {
 		r.fail("bad varint")
 		return 0
 	}
 	r.off += n
 	return x
 }
+
+// overlong reports whether the n-byte varint at the start of b has a
+// shorter encoding (its last byte is 0): blocks are written canonical, and
+// reading them so keeps every decoded block re-encoding to its own bytes.
+func overlong(b []byte, n int) bool { return n > 1 && b[n-1] == 0 }
 
 func (r *blockReader) byte() byte {
 	if r.err != nil {

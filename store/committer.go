@@ -331,8 +331,11 @@ func (c *Committer) sync() error {
 	return c.store.db.Sync()
 }
 
-func (c *Committer) write(muts []Mutation) error {
-	wb := c.store.db.NewWriteBatch()
+func (c *Committer) write(muts []Mutation) error { return c.store.write(muts) }
+
+// write hands muts to Badger as one write batch.
+func (s *Store) write(muts []Mutation) error {
+	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, m := range muts {
 		var err error

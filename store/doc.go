@@ -16,6 +16,11 @@
 //	                                           claim block: claims one replica won, each alone
 //	                                           in its set, in one window during one group
 //	                                           commit (ClaimBlock); TTL = as their claim sets
+//	'l' seq(u64 BE)                             counter log: the counter states of one group
+//	                                           commit, many per record (CounterLog), each a
+//	                                           newer state of its 'c' entry until checkpointed
+//	                                           there; merged into the 'c' entries at start
+//	                                           (ReplayCounterLog)
 //	'e' ingestMs(u64 BE) replica(u64 BE) seq(u64 BE)
 //	                                           raw event log: one Event, msgpack, or an
 //	                                           event block (EventBlock, first byte 0xeb):
@@ -29,7 +34,7 @@
 //	                and may have acknowledged writes it never persisted
 //	"m" "retired"   the replica IDs given up after unclean shutdowns, oldest
 //	                first (u64 BE each); their claims are still here
-//	"m" "format"    schema version (u64 BE, now 3); a newer one is refused
+//	"m" "format"    schema version (u64 BE, now 4); a newer one is refused
 //	"m" "claimhigh" written by format 1 only; ignored (claims of live windows
 //	                are all loaded at start now)
 //

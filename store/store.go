@@ -19,8 +19,10 @@ import (
 // version 1 directories are migrated in place at open. Version 3 adds event
 // blocks under 'e' keys and claim blocks under 'b' keys, which a version-2
 // reader would not decode or see (and the "m" "retired" key); a version-2
+// directory needs nothing to become one. Version 4 adds the counter log under
+// 'l' keys, whose states a version-3 reader would not see; a version-3
 // directory needs nothing to become one.
-const formatVersion = 3
+const formatVersion = 4
 
 // Options configures a Store.
 type Options struct {

@@ -1,0 +1,86 @@
+package region
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/tallyhq/tally/crdt"
+	"github.com/tallyhq/tally/store"
+)
+
+// TestCounterLogCrash: counters written through the counter log over many
+// epochs keep the log bounded (checkpointed and deleted as it goes), and a
+// node that dies without closing (its last batches durable, nothing
+// checkpointed since) comes back with every count and bucket exact.
+func TestCounterLogCrash(t *testing.T) {
+	st, err := store.Open(store.InMemoryOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clock := newFakeClock(t0)
+	cfg := testConfig(clock)
+	cfg.Store, cfg.ManualCommit = st, true
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const videos, rounds = 1000, 58
+	maxRecords, lastRecords, checkpoints := 0, 0, 0
+	for r := range rounds {
+		views := make([]View, videos)
+		for i := range views {
+			views[i] = View{Video: fmt.Sprintf("v%d", i), User: fmt.Sprintf("u%d-%d", r, i)}
+		}
+		p, err := n.SubmitViews(views)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n.StepCommit() {
+		}
+		if done, err := p.Done(); !done || err != nil {
+			t.Fatalf("round %d: done %v, %v", r, done, err)
+		}
+		recs, err := st.CounterLogRecords()
+		if err != nil {
+			t.Fatal(err)
+		}
+		maxRecords = max(maxRecords, recs)
+		if recs < lastRecords {
+			checkpoints++
+		}
+		lastRecords = recs
+	}
+	if checkpoints < 2 || lastRecords == 0 {
+		t.Fatalf("%d checkpoints, %d records left: want an epoch checkpointed more than once and a log to replay", checkpoints, lastRecords)
+	}
+	if maxRecords > 3*epochRecords {
+		t.Errorf("the log reached %d records, want at most %d (checkpoints keep it bounded)", maxRecords, 3*epochRecords)
+	}
+	// Crash: n is abandoned, its log not checkpointed.
+	n2, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	if recs, _ := st.CounterLogRecords(); recs != 0 {
+		t.Errorf("%d log records after Open, want the log replayed and gone", recs)
+	}
+	nowMs := clock.Now().UnixMilli()
+	for i := range videos {
+		v := fmt.Sprintf("v%d", i)
+		c, ok, err := st.Counter(crdt.Key{Video: v, Event: EventView})
+		if err != nil || !ok || c.Value() != rounds {
+			t.Fatalf("%s on disk after the crash: %v %v %v, want %d", v, c.Value(), ok, err, rounds)
+		}
+		if got, err := n2.Views(v); err != nil || got.Value != rounds {
+			t.Fatalf("%s after the crash: %+v %v, want %d", v, got, err, rounds)
+		}
+		for _, b := range crdt.BucketsOf(v, EventView, nowMs) {
+			c, ok, err := st.Counter(b.Key())
+			if err != nil || !ok || c.Value() != rounds {
+				t.Fatalf("bucket %s after the crash: %v %v %v, want %d", b.Key(), c.Value(), ok, err, rounds)
+			}
+		}
+	}
+}

@@ -1,0 +1,244 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/tallyhq/tally/crdt"
+)
+
+// The counter log holds counter states written by group commits in as few
+// Badger entries as MaxBlockBytes allows, instead of one 'c' entry per
+// counter and batch: a batch of 1,000 views over 1,000 videos changes 4,000
+// counters (a total and three time buckets each), and Badger's per-entry
+// cost was the largest part of the write path (issue 9). A counter state is
+// a CRDT, so a newer log state merges over the 'c' entry and an older one
+// changes nothing: the writer checkpoints the logged counters into their 'c'
+// entries a few at a time, deletes the log records that every checkpointed
+// state covers, and Open merges whatever log is left into the 'c' entries
+// (ReplayCounterLog) before anything reads them.
+//
+// Key: 'l' seq (u64 BE). Value: counterLogTag, a u32 BE count, then per
+// state: video and event (uvarint-length-prefixed), the expiry time in unix
+// ms (uvarint; 0: never), and the state's canonical encoding
+// (crdt.PNCounter.MarshalBinary), uvarint-length-prefixed.
+
+const (
+	prefixCounterLog = 'l'
+	// counterLogTag starts a counter log value.
+	counterLogTag = 0xc1
+	// minLogStateBytes is the smallest encoded state: two 1-byte IDs with
+	// their lengths, a 1-byte expiry, a 1-byte state with its length.
+	minLogStateBytes = 7
+	// maxLogState is the largest state encoding a log record takes; a larger
+	// one (a counter of very many replicas) is written to its 'c' entry.
+	maxLogState = MaxBlockBytes - blockHeader - 2*(1+2+maxIDLen) - binary.MaxVarintLen64 - 2
+)
+
+// CounterLog gathers the counter states of one group commit into log
+// records. The zero value is empty and ready to use; it is not safe for
+// concurrent use.
+type CounterLog struct{ b blockBuilder }
+
+// Len is the number of states added.
+func (l *CounterLog) Len() int { return l.b.all }
+
+// Add appends k's state, encoded by crdt.PNCounter.MarshalBinary, with its
+// expiry time in unix ms (0: never). It reports false, adding nothing, for a
+// state too large for a log record: write that one to its 'c' entry.
+func (l *CounterLog) Add(k crdt.Key, state []byte, expiresMs int64) bool {
+	if len(state) > maxLogState || len(state) == 0 || expiresMs < 0 {
+		return false
+	}
+	buf := l.b.open(counterLogTag, stringLen(k.Video)+stringLen(k.Event)+binary.MaxVarintLen64+binary.MaxVarintLen16+len(state))
+	buf = appendString(buf, k.Video)
+	buf = appendString(buf, k.Event)
+	buf = binary.AppendUvarint(buf, uint64(expiresMs))
+	buf = binary.AppendUvarint(buf, uint64(len(state)))
+	l.b.added(append(buf, state...))
+	return true
+}
+
+// Mutations are the writes that store the log records, under keys unique by
+// seq. The log hands its buffers over and is empty again.
+func (l *CounterLog) Mutations(seq func() uint64) []Mutation {
+	vals := l.b.values()
+	muts := make([]Mutation, len(vals))
+	for i, v := range vals {
+		muts[i] = Mutation{Key: counterLogKey(seq()), Value: v}
+	}
+	return muts
+}
+
+func counterLogKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixCounterLog}, seq)
+}
+
+// decodeCounterLog calls fn with every state of the log record v, until fn
+// returns an error (returned as is). A malformed record is an error wrapping
+// ErrCorrupt, found before fn sees any state of it.
+func decodeCounterLog(v []byte, fn func(k crdt.Key, c crdt.PNCounter, expiresMs int64) error) error {
+	n, err := blockCount(v, counterLogTag, minLogStateBytes)
+	if err != nil {
+		return err
+	}
+	type state struct {
+		k   crdt.Key
+		c   crdt.PNCounter
+		exp int64
+	}
+	states := make([]state, n)
+	r := blockReader{v: v, off: blockHeader}
+	for i := range states {
+		s := &states[i]
+		s.k = crdt.Key{Video: r.id(), Event: r.id()}
+		exp := r.uvarint()
+		size := r.uvarint()
+		if r.err != nil {
+			return r.err
+		}
+		if exp > 1<<62 {
+			r.fail(fmt.Sprintf("expiry %d", exp))
+			return r.err
+		}
+		if size == 0 || size > uint64(len(v)-r.off) {
+			r.fail(fmt.Sprintf("state of %d bytes", size))
+			return r.err
+		}
+		if err := s.c.UnmarshalBinary(v[r.off : r.off+int(size)]); err != nil {
+			return fmt.Errorf("%w: counter log: state of %s: %v", ErrCorrupt, s.k, err)
+		}
+		r.off += int(size)
+		s.exp = int64(exp)
+	}
+	if r.off != len(v) {
+		return fmt.Errorf("%w: counter log: %d bytes after the last state", ErrCorrupt, len(v)-r.off)
+	}
+	for _, s := range states {
+		if err := fn(s.k, s.c, s.exp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CounterLogDeletes are the writes that delete the log records named by
+// keys (as Mutations made them), once every state they hold is in its 'c'
+// entry, durably.
+func CounterLogDeletes(keys [][]byte) []Mutation {
+	muts := make([]Mutation, len(keys))
+	for i, k := range keys {
+		muts[i] = Mutation{Key: k, Delete: true}
+	}
+	return muts
+}
+
+// ReplayCounterLog merges every state left in the counter log (by a process
+// that stopped before checkpointing it) into its 'c' entry, durably, then
+// deletes the log; it returns how many states it merged. States expired at
+// nowMs (unix ms) are dropped. Call it at start, before anything reads a
+// counter and before a Committer writes: afterwards the 'c' entries hold
+// every durable counter state.
+func (s *Store) ReplayCounterLog(nowMs int64) (int, error) {
+	type merged struct {
+		c   crdt.PNCounter
+		exp int64 // the latest expiry logged; 0: never
+	}
+	states := make(map[crdt.Key]*merged)
+	var logKeys [][]byte
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixCounterLog}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			logKeys = append(logKeys, item.KeyCopy(nil))
+			err := item.Value(func(v []byte) error {
+				return decodeCounterLog(v, func(k crdt.Key, c crdt.PNCounter, exp int64) error {
+					n++
+					m := states[k]
+					if m == nil {
+						states[k] = &merged{c: c, exp: exp}
+						return nil
+					}
+					m.c.Merge(c)
+					if exp == 0 || m.exp == 0 {
+						m.exp = 0
+					} else {
+						m.exp = max(m.exp, exp)
+					}
+					return nil
+				})
+			})
+			if err != nil {
+				return fmt.Errorf("counter log record %x: %w", item.Key(), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("replay counter log: %w", err)
+	}
+	if len(logKeys) == 0 {
+		return 0, nil
+	}
+	var muts []Mutation
+	for k, m := range states {
+		if m.exp != 0 && m.exp <= nowMs {
+			continue // expired: nothing reads it any more
+		}
+		cur, _, err := s.Counter(k)
+		if err != nil {
+			return 0, fmt.Errorf("replay counter log: %w", err)
+		}
+		cur.Merge(m.c)
+		mut, err := CounterMutation(k, cur)
+		if err != nil {
+			return 0, fmt.Errorf("replay counter log: %w", err)
+		}
+		if m.exp != 0 {
+			mut.TTL = time.Duration(m.exp-nowMs) * time.Millisecond
+		}
+		muts = append(muts, mut)
+	}
+	// The merged states are durable before the log goes: a crash between
+	// the two replays the log again, which merges to the same states.
+	if err := s.writeSync(muts); err != nil {
+		return 0, fmt.Errorf("replay counter log: write counters: %w", err)
+	}
+	if err := s.writeSync(CounterLogDeletes(logKeys)); err != nil {
+		return 0, fmt.Errorf("replay counter log: delete log: %w", err)
+	}
+	return n, nil
+}
+
+// writeSync writes muts outside any committer and makes them durable.
+func (s *Store) writeSync(muts []Mutation) error {
+	if len(muts) == 0 {
+		return nil
+	}
+	if err := s.write(muts); err != nil {
+		return err
+	}
+	return s.db.Sync()
+}
+
+// CounterLogRecords is the number of counter log records on disk.
+func (s *Store) CounterLogRecords() (int, error) {
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCounterLog}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count counter log records: %w", err)
+	}
+	return n, nil
+}

@@ -92,15 +92,18 @@ const bucketPrefix = '#'
 // Key is the name under which the bucket replicates alongside the counters:
 // Event is "#" + event + "/" + m|h|d + "/" + index.
 func (b BucketKey) Key() Key {
-	var sb strings.Builder
-	sb.Grow(len(b.Event) + 24)
-	sb.WriteByte(bucketPrefix)
-	sb.WriteString(b.Event)
-	sb.WriteByte('/')
-	sb.WriteByte(b.Res.letter())
-	sb.WriteByte('/')
-	sb.WriteString(strconv.FormatInt(b.Index, 10))
-	return Key{Video: b.Video, Event: sb.String()}
+	var buf [96]byte // usual names fit: one allocation, the string's
+	return Key{Video: b.Video, Event: string(b.AppendEvent(buf[:0]))}
+}
+
+// AppendEvent appends the Event part of b.Key() to dst and returns the
+// extended buffer: callers that look a bucket up by name can build the name
+// without allocating.
+func (b BucketKey) AppendEvent(dst []byte) []byte {
+	dst = append(dst, bucketPrefix)
+	dst = append(dst, b.Event...)
+	dst = append(dst, '/', b.Res.letter(), '/')
+	return strconv.AppendInt(dst, b.Index, 10)
 }
 
 // IsBucket reports whether k names a time bucket.

@@ -37,6 +37,9 @@ type counterTable struct {
 	// state to its own entry.
 	seq func() uint64
 	log *counterLog // the counter log's checkpoints; used by prepare alone
+
+	// names shares the Event strings of time-bucket keys between entries.
+	names nameCache
 }
 
 type counterShard struct {
@@ -49,29 +52,65 @@ type counterShard struct {
 // video does not serialise its writers on mu (issue 9). They add to pending,
 // which whoever next holds mu folds into live (foldLocked) before reading
 // or changing it. Readers load view without locking.
+//
+// Memory: a node holds an entry for every counter and time bucket it has
+// touched, four per video, so an entry is kept small (80 bytes, a Go size
+// class). States are shared copy-on-write: the durable state in view is
+// immutable, live is the same state while nothing is ahead of it (the
+// common, idle case), and a batch takes live without copying it; the next
+// change copies it first (mutableLive). An idle counter holds one state.
 type counterEntry struct {
 	key crdt.Key
 
-	mu      sync.Mutex     // protects live, durable
-	live    crdt.PNCounter // every applied increment, durable or not, but pending
-	durable crdt.PNCounter // the state known to be on disk
-	dirty   atomic.Bool    // live (or pending) is ahead of what was last handed to a batch
+	mu sync.Mutex // protects live, liveOwned and the replacing of view's state
+	// liveOwned reports that live is this entry's own copy, referenced by
+	// neither view nor a batch, which may change in place.
+	liveOwned bool
+	dirty     atomic.Bool // live (or pending) is ahead of what was last handed to a batch
+	// live is every applied increment, durable or not, but pending. It is
+	// never nil; unless liveOwned, it is shared and must not change.
+	live *crdt.PNCounter
 
 	pending   atomic.Uint64 // this node's increments not folded into live yet
 	pendingMs atomic.Int64  // the newest time of those (stored before pending grows)
 
-	view atomic.Pointer[countView] // durable value, for lock-free reads
+	view durableView // the state known to be on disk, for lock-free reads
 }
 
-// countView is the published, read-only summary of a durable state.
+// durableView holds a counter's durable state. A state stored in it is
+// never changed again (writers holding the entry's mu replace it), so a
+// reader that loads it without a lock sees one whole state: value and
+// lastUpdated always come from the same batch.
+type durableView struct {
+	p atomic.Pointer[crdt.PNCounter] // never nil once the entry is in the table
+}
+
+// countView is the read-only summary of a durable state.
 type countView struct {
 	value       uint64
 	compensated uint64 // Σ N: counts taken back (double counts across regions)
 	lastUpdated int64  // unix ms, 0 if never
 }
 
+// state is the durable state; callers must not change it.
+func (v *durableView) state() *crdt.PNCounter { return v.p.Load() }
+
+// Load summarises the durable state, without locking.
+func (v *durableView) Load() countView {
+	st := v.p.Load()
+	if st == nil {
+		return countView{}
+	}
+	return countView{value: st.Value(), compensated: st.N.Value(), lastUpdated: st.LastUpdated()}
+}
+
+// emptyState is the shared, immutable state of a counter with no slots: a
+// new counter holds it until its first change.
+var emptyState = &crdt.PNCounter{}
+
 func newCounterTable() *counterTable {
 	t := &counterTable{seed: maphash.MakeSeed(), log: newCounterLog()}
+	t.names.seed = maphash.MakeSeed()
 	for i := range t.shards {
 		t.shards[i].m = make(map[crdt.Key]*counterEntry)
 	}
@@ -105,8 +144,16 @@ func (t *counterTable) insert(k crdt.Key, c crdt.PNCounter) *counterEntry {
 	if e, ok := s.m[k]; ok {
 		return e
 	}
-	e := &counterEntry{key: k, live: c, durable: c.Clone()}
-	e.publish()
+	if k.IsBucket() {
+		k.Event = t.names.intern(k.Event)
+	}
+	st := emptyState
+	if !c.IsZero() {
+		st = new(crdt.PNCounter)
+		*st = c // c's slots are ours from here (callers drop c), as live's were
+	}
+	e := &counterEntry{key: k, live: st}
+	e.view.p.Store(st)
 	s.m[k] = e
 	return e
 }
@@ -138,7 +185,7 @@ func (t *counterTable) increment(e *counterEntry, r crdt.ReplicaID, n uint64, no
 		return
 	}
 	e.mu.Lock()
-	e.live.Increment(r, n, nowMs)
+	e.mutableLive().Increment(r, n, nowMs)
 	e.mu.Unlock()
 	t.enqueue(e.markDirty(), e)
 }
@@ -146,15 +193,25 @@ func (t *counterTable) increment(e *counterEntry, r crdt.ReplicaID, n uint64, no
 // foldLocked moves the pending increments into live. Callers hold e.mu.
 func (t *counterTable) foldLocked(e *counterEntry) {
 	if n := e.pending.Swap(0); n != 0 {
-		e.live.Increment(t.self, n, e.pendingMs.Load())
+		e.mutableLive().Increment(t.self, n, e.pendingMs.Load())
 	}
+}
+
+// mutableLive returns live for changing in place, first copying it if it is
+// shared (with view or a batch). Callers hold e.mu.
+func (e *counterEntry) mutableLive() *crdt.PNCounter {
+	if !e.liveOwned {
+		c := e.live.Clone()
+		e.live, e.liveOwned = &c, true
+	}
+	return e.live
 }
 
 // decrement adds 1 to replica r's N slot of e (an unlike, or a lost claim:
 // see exactlyonce.go) and queues e for the next batch.
 func (t *counterTable) decrement(e *counterEntry, r crdt.ReplicaID, nowMs int64) {
 	e.mu.Lock()
-	e.live.Decrement(r, 1, nowMs)
+	e.mutableLive().Decrement(r, 1, nowMs)
 	e.mu.Unlock()
 	t.enqueue(e.markDirty(), e)
 }
@@ -171,10 +228,11 @@ func (t *counterTable) enqueue(queue bool, e *counterEntry) {
 	}
 }
 
-// snapshot is a state handed to a batch, published once the batch is durable.
+// snapshot is a state handed to a batch, published once the batch is
+// durable. The state is shared with the entry and never changes.
 type snapshot struct {
 	e     *counterEntry
-	state crdt.PNCounter
+	state *crdt.PNCounter
 }
 
 // prepare is the committer's Prepare hook: it appends the current state of
@@ -194,18 +252,35 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 	snaps := make([]snapshot, 0, len(dirty))
 	var encErr error
 	var log store.CounterLog
+	// prev is the state taken from the previous entry, prevV its encoding.
+	// An event increments its counter and its three buckets one after the
+	// other, so for a video first seen in this minute the four are queued
+	// together and hold equal states: they share one (states are immutable
+	// once taken), encoded once.
+	var prev *crdt.PNCounter
+	var prevV []byte
 	for _, e := range dirty {
 		e.dirty.Store(false) // before the fold: a later increment queues e again
 		e.mu.Lock()
 		t.foldLocked(e)
-		st := e.live.Clone()
+		st := e.live
+		if prev != nil && st != prev && st.Equal(*prev) {
+			st = prev
+			e.live = st
+		}
+		e.liveOwned = false // shared with the batch from now on: the next change copies it
 		e.mu.Unlock()
 		ttl, keep := t.keyTTL(e, nowMs)
 		if !keep {
 			continue // expired: nothing needs it any more
 		}
-		v, err := st.MarshalBinary()
+		v, err := prevV, error(nil)
+		if st != prev {
+			v, err = st.MarshalBinary()
+			prev, prevV = st, v
+		}
 		if err != nil {
+			prev, prevV = nil, nil
 			encErr = fmt.Errorf("encode counter %s: %w", e.key, err)
 			t.requeue(e) // keep it for the next batch rather than drop it
 			continue
@@ -254,10 +329,9 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 		var changed []crdt.Key
 		for _, s := range snaps {
 			s.e.mu.Lock()
-			if s.e.durable.Merge(s.state) {
+			if s.e.advanceDurable(s.state) {
 				changed = append(changed, s.e.key)
 			}
-			s.e.publish()
 			s.e.mu.Unlock()
 		}
 		if t.onDurable != nil && len(changed) > 0 {
@@ -287,9 +361,10 @@ func (t *counterTable) checkpoint(e *counterEntry, nowMs int64) (m store.Mutatio
 	}
 	e.mu.Lock()
 	t.foldLocked(e)
-	st := e.live.Clone()
+	st := e.live
+	e.liveOwned = false // shared with the batch: the next change copies it
 	e.mu.Unlock()
-	if m, err = store.CounterMutation(e.key, st); err != nil {
+	if m, err = store.CounterMutation(e.key, *st); err != nil {
 		return store.Mutation{}, false, err
 	}
 	m.TTL = ttl
@@ -301,7 +376,9 @@ func (t *counterTable) checkpoint(e *counterEntry, nowMs int64) (m store.Mutatio
 func (t *counterTable) merge(e *counterEntry, st crdt.PNCounter) bool {
 	e.mu.Lock()
 	t.foldLocked(e)
-	changed := e.live.Merge(st)
+	// A state already covered (a resend, an echo) changes nothing: test
+	// before copying a shared live state to merge into.
+	changed := !e.live.Covers(st) && e.mutableLive().Merge(st)
 	e.mu.Unlock()
 	t.enqueue(changed && e.markDirty(), e)
 	return changed
@@ -334,27 +411,40 @@ func (t *counterTable) liveEquals(e *counterEntry, st crdt.PNCounter) bool {
 }
 
 // durableNet is ΣP − ΣN of e's durable state, wrapped into a uint64 (cast
-// to int64 for the signed value), without copying the state.
+// to int64 for the signed value), without copying the state or locking.
 func (e *counterEntry) durableNet() uint64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.durable.P.Value() - e.durable.N.Value()
+	st := e.view.state()
+	return st.P.Value() - st.N.Value()
 }
 
 // durableState returns a copy of e's durable state.
 func (e *counterEntry) durableState() crdt.PNCounter {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.durable.Clone()
+	return e.view.state().Clone()
+}
+
+// advanceDurable folds st, a state written by a batch that is now durable,
+// into the durable state and reports whether that changed it. st is shared
+// from here on and must not change. Callers hold e.mu.
+func (e *counterEntry) advanceDurable(st *crdt.PNCounter) bool {
+	d := e.view.state()
+	switch {
+	case d.Covers(*st):
+		return false
+	case st.Covers(*d):
+		// The usual case (batches are durable in order): st becomes the
+		// durable state as it is, shared with live if nothing changed
+		// since the batch took it.
+		e.view.p.Store(st)
+	default:
+		m := d.Clone()
+		m.Merge(*st)
+		e.view.p.Store(&m)
+	}
+	return true
 }
 
 func (t *counterTable) requeue(e *counterEntry) {
 	t.enqueue(e.markDirty(), e)
-}
-
-// publish makes the durable state visible to readers. Callers hold e.mu.
-func (e *counterEntry) publish() {
-	e.view.Store(&countView{value: e.durable.Value(), compensated: e.durable.N.Value(), lastUpdated: e.durable.LastUpdated()})
 }
 
 // liveValue is the value including increments not yet durable (async acks).
@@ -363,4 +453,51 @@ func (t *counterTable) liveValue(e *counterEntry) uint64 {
 	defer e.mu.Unlock()
 	t.foldLocked(e)
 	return e.live.Value()
+}
+
+// nameCacheSlots is the size of a nameCache: room for the names of the
+// current minute, hour and day of many event types, and for the names a
+// replicated or reloaded series of buckets brings in at a time.
+const nameCacheSlots = 4096
+
+// nameCache interns the Event strings of time-bucket keys ("#view/m/<minute>"):
+// every video viewed in the same minute has a bucket of that name, and one
+// shared copy saves a string per bucket held. It is a direct-mapped cache of
+// recently seen names, bounded and lock-free: a miss costs only the copy it
+// would have saved. It is safe for concurrent use.
+type nameCache struct {
+	seed  maphash.Seed
+	slots [nameCacheSlots]atomic.Pointer[string]
+}
+
+// intern returns a string equal to s, shared if the cache holds one.
+func (c *nameCache) intern(s string) string {
+	slot := &c.slots[maphash.String(c.seed, s)%nameCacheSlots]
+	if p := slot.Load(); p != nil && *p == s {
+		return *p
+	}
+	p := new(string)
+	*p = s
+	slot.Store(p)
+	return s
+}
+
+// internBytes is intern of string(b), without a copy of b when the cache
+// holds the name.
+func (c *nameCache) internBytes(b []byte) string {
+	slot := &c.slots[maphash.Bytes(c.seed, b)%nameCacheSlots]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	p := new(string)
+	*p = string(b)
+	slot.Store(p)
+	return *p
+}
+
+// bucketKey is b.Key() with its Event string shared through the name cache:
+// the write path resolves three buckets per event without allocating.
+func (t *counterTable) bucketKey(b crdt.BucketKey) crdt.Key {
+	var buf [96]byte
+	return crdt.Key{Video: b.Video, Event: t.names.internBytes(b.AppendEvent(buf[:0]))}
 }

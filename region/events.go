@@ -101,7 +101,7 @@ func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry
 		return out, nil
 	}
 	for i, b := range crdt.BucketsOf(video, event, nowMs) {
-		k := b.Key()
+		k := n.counters.bucketKey(b)
 		if b.Res.Start(b.Index) > n.storedBucketsMs {
 			// Newer than every bucket on disk at Open: if it is not in
 			// memory it is new (this process writes only what it holds, and

@@ -139,6 +139,49 @@ func ChunkState(regs *[HLLChunkRegisters]uint8) PNCounter {
 	return PNCounter{P: GCounter{slots: slots}}
 }
 
+// AppendChunkState appends to b the canonical encoding of ChunkState(regs),
+// the bytes its MarshalBinary returns, without building the state: the
+// write path of a chunk needs only the bytes. It grows b at most once.
+func AppendChunkState(b []byte, regs *[HLLChunkRegisters]uint8) []byte {
+	// A slot is (offset, register, 0). Offsets and registers are bytes,
+	// written as msgpack's EncodeUint writes them: one byte (positive fixint)
+	// below 0x80, two (uint8) from 0x80. Count the slots, and the values that
+	// take two bytes, without a branch on the data.
+	n, wide := 0, 0
+	for off, r := range regs {
+		nz := int((r | -r) >> 7) // 1 if r != 0
+		n += nz
+		wide += int(r>>7) + nz&(off>>7)
+	}
+	b = grow(b, 1+arrayLenSize(3*n)+3*n+wide+1)
+	b = append(b, mpFixArray|2)
+	b = appendArrayLen(b, 3*n)
+	i := len(b)
+	b = b[:i+3*n+wide]
+	for off, r := range regs {
+		if r == 0 {
+			continue
+		}
+		if off > mpPosFixintMax {
+			b[i] = mpUint8
+			i++
+		}
+		b[i] = byte(off)
+		i++
+		if r > mpPosFixintMax {
+			b[i] = mpUint8
+			i++
+		}
+		b[i] = r
+		b[i+1] = 0 // Updated
+		i += 2
+	}
+	return append(b, mpFixArray) // empty N
+}
+
+// A chunk offset must be a byte for AppendChunkState.
+const _ = uint8(HLLChunkRegisters - 1)
+
 // ChunkFromState is the inverse of ChunkState: it sets dst to the registers
 // st holds (registers without a slot are zero; dst's previous content is
 // overwritten, not merged). It returns an error wrapping ErrBadHLL, and

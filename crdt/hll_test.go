@@ -211,6 +211,46 @@ func TestChunkStateRoundTrip(t *testing.T) {
 	})
 }
 
+func TestAppendChunkStateMatchesMarshal(t *testing.T) {
+	check := func(t rapid.TB, regs *[crdt.HLLChunkRegisters]uint8) {
+		t.Helper()
+		want, err := crdt.ChunkState(regs).MarshalBinary()
+		if err != nil {
+			t.Fatalf("MarshalBinary: %v", err)
+		}
+		if got := crdt.AppendChunkState(nil, regs); !bytes.Equal(got, want) {
+			t.Fatalf("AppendChunkState(%v) = % x, want % x", *regs, got, want)
+		}
+		if got := crdt.AppendChunkState([]byte("pre"), regs); string(got[:3]) != "pre" || !bytes.Equal(got[3:], want) {
+			t.Fatalf("AppendChunkState after a prefix = %q, want the prefix then % x", got, want)
+		}
+	}
+	var regs [crdt.HLLChunkRegisters]uint8
+	check(t, &regs) // empty: the zero PNCounter
+	for _, v := range []uint8{1, crdt.HLLMaxRho, 0x7f, 0x80, 0xff} {
+		for i := range regs {
+			regs[i] = v // full
+		}
+		check(t, &regs)
+	}
+	for _, n := range []int{1, 5, 6, 127, 128, 129} { // fixarray to array16 at 6 slots
+		regs = [crdt.HLLChunkRegisters]uint8{}
+		for i := range n {
+			regs[i*37%crdt.HLLChunkRegisters] = uint8(i + 1) // distinct offsets, 37 being odd
+		}
+		check(t, &regs)
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		regs := genChunk().Draw(t, "regs")
+		check(t, &regs)
+	})
+	rapid.Check(t, func(t *rapid.T) { // any byte, not only what HLLPosition gives
+		var regs [crdt.HLLChunkRegisters]uint8
+		copy(regs[:], rapid.SliceOfN(rapid.Byte(), crdt.HLLChunkRegisters, crdt.HLLChunkRegisters).Draw(t, "regs"))
+		check(t, &regs)
+	})
+}
+
 func TestChunkFromStateRejects(t *testing.T) {
 	valid := crdt.Slot{Replica: 3, Count: 2}
 	pn := func(p []crdt.Slot, n ...crdt.Slot) crdt.PNCounter {

@@ -353,32 +353,23 @@ type chunkWrite struct {
 }
 
 // prepare is the sketches' part of the committer's Prepare hook: it appends
-// a store.CounterMutation of the current state of every queued chunk to dst
-// (once per chunk, however often it grew) and returns the chunks written,
-// for settle. A chunk whose state fails to encode is queued again, and the
-// first such error is returned after the rest are written.
+// a mutation storing the current state of every queued chunk to dst (once
+// per chunk, however often it grew), encoded straight from the registers by
+// crdt.AppendChunkState, and returns the chunks written, for settle. A
+// chunk's encoding cannot fail, so the error is always nil; it is kept so
+// that the Prepare hook handles every table alike.
 func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWrite, error) {
 	queue := t.queue.take()
-	var firstErr error
 	var written []chunkWrite
 	for _, k := range queue {
 		w := chunkWrite{key: k}
 		if !t.take(k, &w.regs) {
 			continue
 		}
-		st := crdt.ChunkState(&w.regs)
-		m, err := store.CounterMutation(k, st)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("prepare unique-viewer chunk: %w", err)
-			}
-			t.requeue([]chunkWrite{w})
-			continue
-		}
-		dst = append(dst, m)
+		dst = append(dst, store.CounterValueMutation(k, crdt.AppendChunkState(nil, &w.regs)))
 		written = append(written, w)
 	}
-	return dst, written, firstErr
+	return dst, written, nil
 }
 
 // take clears chunk k's queued mark and copies its registers into dst; it

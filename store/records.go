@@ -57,7 +57,16 @@ func CounterMutation(k crdt.Key, c crdt.PNCounter) (Mutation, error) {
 	if err != nil {
 		return Mutation{}, fmt.Errorf("encode counter %s: %w", k, err)
 	}
-	return Mutation{Key: CounterKey(k), Value: v}, nil
+	return CounterValueMutation(k, v), nil
+}
+
+// CounterValueMutation is the write that stores v for key k, where v is a
+// state already encoded in the canonical form of crdt.PNCounter.MarshalBinary
+// (by AppendBinary, or by crdt.AppendChunkState), for callers that encode
+// without building a PNCounter. v is stored as given, not checked or copied:
+// the caller must not modify it afterwards.
+func CounterValueMutation(k crdt.Key, v []byte) Mutation {
+	return Mutation{Key: CounterKey(k), Value: v}
 }
 
 // Counter reads the stored state of k; ok is false if it has none.

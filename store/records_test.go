@@ -137,6 +137,36 @@ func TestCounterRoundTrip(t *testing.T) {
 	}
 }
 
+func TestCounterValueMutation(t *testing.T) {
+	// A pre-encoded state makes the same write as the state itself, and a
+	// chunk's registers encoded directly read back as the chunk's state.
+	var c crdt.PNCounter
+	c.Increment(1, 5, 1000)
+	c.Decrement(2, 1, 3000)
+	k := crdt.Key{Video: "a", Event: "view"}
+	want, err := CounterMutation(k, c)
+	if err != nil {
+		t.Fatalf("CounterMutation: %v", err)
+	}
+	enc, err := c.AppendBinary(nil)
+	if err != nil {
+		t.Fatalf("AppendBinary: %v", err)
+	}
+	if got := CounterValueMutation(k, enc); !bytes.Equal(got.Key, want.Key) || !bytes.Equal(got.Value, want.Value) || got.TTL != 0 || got.Delete {
+		t.Fatalf("CounterValueMutation = %+v, CounterMutation = %+v", got, want)
+	}
+
+	var regs [crdt.HLLChunkRegisters]uint8
+	regs[3], regs[200] = 7, crdt.HLLMaxRho
+	ck := crdt.UniqueKey("a", 5)
+	s := memStore(t)
+	write(t, s, CounterValueMutation(ck, crdt.AppendChunkState(nil, &regs)))
+	got, ok, err := s.Counter(ck)
+	if err != nil || !ok || !got.Equal(crdt.ChunkState(&regs)) {
+		t.Fatalf("Counter(%v) = %v, ok %v, err %v; want %v", ck, got, ok, err, crdt.ChunkState(&regs))
+	}
+}
+
 func TestForEachCounterRejectsCorrupt(t *testing.T) {
 	tests := []struct {
 		name string

@@ -7,10 +7,12 @@ import "github.com/tallyhq/tally/store"
 // Badger entry per counter; the log is then checkpointed in epochs. An epoch
 // ends once it has written epochRecords records (and the previous one is
 // done): its counters (each once, however often it was logged) are written
-// to their own entries, at least minDrain per batch and twice as many as the
-// batch logged, so checkpointing outpaces logging; once the batch holding the
-// last of them is durable, the epoch's records are deleted in the next batch.
-// A counter logged a thousand times in an epoch is written to its entry once.
+// to their own entries, at least minDrain per batch and half as many as the
+// batch logged, so checkpointing keeps up with logging even when every state
+// is of a different counter; once the batch holding the last of them is
+// durable, the epoch's records are deleted in the next batch. A counter
+// logged a thousand times in an epoch is written to its entry once: the
+// longer the epoch, the more writes the log saves.
 //
 // A crash at any point leaves each counter's latest durable state in its
 // entry or in a record not yet deleted, and Open merges what is left of the
@@ -18,18 +20,21 @@ import "github.com/tallyhq/tally/store"
 
 const (
 	// epochRecords is how many log records an epoch writes before its
-	// counters are checkpointed: about 1 MB of log, which Open replays at
-	// most twice over after a crash.
-	epochRecords = 1024
+	// counters are checkpointed: about 16 MB of log. The log holds at most
+	// about three epochs (the draining one, and the current one growing
+	// while it drains), which Open replays after a crash in a second or two.
+	epochRecords = 16384
 	// minDrain is the fewest counters a batch checkpoints while an epoch
 	// drains.
-	minDrain = 1024
+	minDrain = 256
 )
 
 // counterLog is the checkpoint state of the counter log. Only the committer
 // goroutine uses it: Prepare and its after hook run there, one batch at a
 // time.
 type counterLog struct {
+	epochRecords int // epochRecords, or fewer in tests
+
 	members map[*counterEntry]struct{} // counters logged in the current epoch
 	keys    [][]byte                   // the current epoch's log records
 
@@ -39,7 +44,7 @@ type counterLog struct {
 }
 
 func newCounterLog() *counterLog {
-	return &counterLog{members: make(map[*counterEntry]struct{})}
+	return &counterLog{epochRecords: epochRecords, members: make(map[*counterEntry]struct{})}
 }
 
 // logged records that e's state went into the current epoch's log.
@@ -51,7 +56,7 @@ func (l *counterLog) wrote(recs []store.Mutation) {
 	for _, m := range recs {
 		l.keys = append(l.keys, m.Key)
 	}
-	if len(l.keys) < epochRecords || len(l.drain) > 0 || l.drainKeys != nil {
+	if len(l.keys) < l.epochRecords || len(l.drain) > 0 || l.drainKeys != nil {
 		return
 	}
 	l.drain = make([]*counterEntry, 0, len(l.members))
@@ -63,9 +68,9 @@ func (l *counterLog) wrote(recs []store.Mutation) {
 }
 
 // takeDrain hands over the counters this batch checkpoints, having logged
-// logged states: at least minDrain and twice logged, or what is left.
+// logged states: at least minDrain and half logged, or what is left.
 func (l *counterLog) takeDrain(logged int) []*counterEntry {
-	n := min(len(l.drain), max(minDrain, 2*logged))
+	n := min(len(l.drain), max(minDrain, logged/2))
 	out := l.drain[len(l.drain)-n:]
 	l.drain = l.drain[:len(l.drain)-n]
 	return out

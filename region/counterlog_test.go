@@ -25,6 +25,7 @@ func TestCounterLogCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.counters.log.epochRecords = 1024 // an epoch in every few rounds
 	const videos, rounds = 1000, 58
 	maxRecords, lastRecords, checkpoints := 0, 0, 0
 	for r := range rounds {
@@ -54,8 +55,8 @@ func TestCounterLogCrash(t *testing.T) {
 	if checkpoints < 2 || lastRecords == 0 {
 		t.Fatalf("%d checkpoints, %d records left: want an epoch checkpointed more than once and a log to replay", checkpoints, lastRecords)
 	}
-	if maxRecords > 3*epochRecords {
-		t.Errorf("the log reached %d records, want at most %d (checkpoints keep it bounded)", maxRecords, 3*epochRecords)
+	if limit := 3 * n.counters.log.epochRecords; maxRecords > limit {
+		t.Errorf("the log reached %d records, want at most %d (checkpoints keep it bounded)", maxRecords, limit)
 	}
 	// Crash: n is abandoned, its log not checkpointed.
 	n2, err := Open(cfg)

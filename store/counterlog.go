@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -186,23 +187,38 @@ func (s *Store) ReplayCounterLog(nowMs int64) (int, error) {
 		return 0, nil
 	}
 	var muts []Mutation
-	for k, m := range states {
-		if m.exp != 0 && m.exp <= nowMs {
-			continue // expired: nothing reads it any more
+	err = s.db.View(func(txn *badger.Txn) error {
+		for k, m := range states {
+			if m.exp != 0 && m.exp <= nowMs {
+				continue // expired: nothing reads it any more
+			}
+			key := CounterKey(k)
+			var cur crdt.PNCounter
+			item, err := txn.Get(key)
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return fmt.Errorf("read counter %s: %w", k, err)
+			default:
+				if err := item.Value(cur.UnmarshalBinary); err != nil {
+					return fmt.Errorf("decode counter %s: %w", k, err)
+				}
+			}
+			cur.Merge(m.c)
+			v, err := cur.MarshalBinary()
+			if err != nil {
+				return fmt.Errorf("encode counter %s: %w", k, err)
+			}
+			mut := Mutation{Key: key, Value: v}
+			if m.exp != 0 {
+				mut.TTL = time.Duration(m.exp-nowMs) * time.Millisecond
+			}
+			muts = append(muts, mut)
 		}
-		cur, _, err := s.Counter(k)
-		if err != nil {
-			return 0, fmt.Errorf("replay counter log: %w", err)
-		}
-		cur.Merge(m.c)
-		mut, err := CounterMutation(k, cur)
-		if err != nil {
-			return 0, fmt.Errorf("replay counter log: %w", err)
-		}
-		if m.exp != 0 {
-			mut.TTL = time.Duration(m.exp-nowMs) * time.Millisecond
-		}
-		muts = append(muts, mut)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("replay counter log: %w", err)
 	}
 	// The merged states are durable before the log goes: a crash between
 	// the two replays the log again, which merges to the same states.

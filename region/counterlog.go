@@ -7,12 +7,13 @@ import "github.com/tallyhq/tally/store"
 // Badger entry per counter; the log is then checkpointed in epochs. An epoch
 // ends once it has written epochRecords records (and the previous one is
 // done): its counters (each once, however often it was logged) are written
-// to their own entries, at least minDrain per batch and half as many as the
-// batch logged, so checkpointing keeps up with logging even when every state
-// is of a different counter; once the batch holding the last of them is
-// durable, the epoch's records are deleted in the next batch. A counter
-// logged a thousand times in an epoch is written to its entry once: the
-// longer the epoch, the more writes the log saves.
+// to their own entries, at least minDrain per batch and as many as the batch
+// logged, so checkpointing keeps up with logging even when every state is of
+// a different counter (the epoch drains in no more batches than it took to
+// fill, and the log stays within about three epochs); once the batch
+// holding the last of them is durable, the epoch's records are deleted in
+// the next batch. A counter logged a thousand times in an epoch is written
+// to its entry once: the longer the epoch, the more writes the log saves.
 //
 // A crash at any point leaves each counter's latest durable state in its
 // entry or in a record not yet deleted, and Open merges what is left of the
@@ -68,9 +69,9 @@ func (l *counterLog) wrote(recs []store.Mutation) {
 }
 
 // takeDrain hands over the counters this batch checkpoints, having logged
-// logged states: at least minDrain and half logged, or what is left.
+// logged states: at least minDrain and logged, or what is left.
 func (l *counterLog) takeDrain(logged int) []*counterEntry {
-	n := min(len(l.drain), max(minDrain, logged/2))
+	n := min(len(l.drain), max(minDrain, logged))
 	out := l.drain[len(l.drain)-n:]
 	l.drain = l.drain[:len(l.drain)-n]
 	return out

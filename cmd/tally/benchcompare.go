@@ -558,16 +558,22 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 	deadline := start.Add(rc.duration)
 	var issued atomic.Int64
 	take := func() bool { return issued.Add(1) <= cmpMaxOps }
+	var slot atomic.Int64 // paced: the next request of the schedule
 	var wg sync.WaitGroup
 	for i, w := range workers {
 		c := clients[i]
 		wg.Go(func() {
-			for k := 0; ctx.Err() == nil; k++ {
+			for ctx.Err() == nil {
 				begin := time.Now()
 				if rc.pace > 0 {
-					// Paced: request k of worker i is due at (k*conns+i)/pace;
-					// latency counts from then.
-					due := start.Add(time.Duration(float64(k*rc.conns+i) / rc.pace * float64(time.Second)))
+					// Paced: request k of the run is due at k/pace, and
+					// whichever connection is free takes the next request
+					// due (an open-loop schedule served by a pool of
+					// connections, as a fleet of clients sends); latency
+					// counts from when it was due, so a request that found
+					// every connection busy counts its wait.
+					k := slot.Add(1) - 1
+					due := start.Add(time.Duration(float64(k) / rc.pace * float64(time.Second)))
 					if d := time.Until(due); d > 0 {
 						time.Sleep(d)
 					}

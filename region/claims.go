@@ -1,7 +1,6 @@
 package region
 
 import (
-	"cmp"
 	"hash/maphash"
 	"maps"
 	"slices"
@@ -22,39 +21,56 @@ const claimShards = 256
 // held (Committer.Admit), and the changed key is queued for the next batch;
 // the committer's Prepare hook writes the current state of every queued key,
 // so a claim and the counter change it explains are durable together.
+//
+// The table holds no pointers for the common claim set, one claim of one
+// replica: it is named by a 128-bit hash of its video, event and user
+// (claimID) and held inline (claimSlot), so millions of claims cost the
+// garbage collector nothing to scan and about 40 bytes each. Other sets
+// (a peer's claim merged in, a compensation) are in the shard's multi map.
 type claimTable struct {
-	seed     maphash.Seed
+	seeds    [2]maphash.Seed
 	windowMs int64
 	lagMs    int64
 	shards   [claimShards]claimShard
+
+	// done is the committer's Done (store.Committer.Done): the channel of a
+	// batch not final yet, nil once it is. Set before the first claim.
+	done func(seq uint64) <-chan struct{}
 
 	queue keyQueue[store.ClaimKey] // claim sets changed since the last batch was cut
 }
 
 type claimShard struct {
-	mu      sync.Mutex // protects windows
+	mu      sync.Mutex // protects windows and multi
 	windows map[uint64]map[claimID]claimSlot
+	multi   map[claimID]crdt.Claims // sets a slot cannot hold inline (claimSlot.replica 0)
 }
 
-// claimSlot is a claim set in memory. synced, for a claim this node won, is
-// closed when the batch holding it is durable (or failed, which is final):
-// until then a repeat must not answer "already counted" for a view that a
-// crash could still lose. It is the batch's own channel (store.Ticket.Done),
-// so winning a claim allocates no channel and settles with its batch; it is
-// nil once seen closed, and for sets this node did not win or loaded from
-// disk.
+// claimID names a claim set: a 128-bit hash of its video, event and user
+// (two maphash seeds; a collision, about 2^-64 likely among 10^10 claims,
+// would take one view for a repeat), and its window.
+type claimID struct {
+	h      [2]uint64
+	window uint64
+}
+
+// claimSlot is a claim set in memory. replica and ingestMs hold the set
+// when it is one claim at StageClaimed (crdt.NewClaims), as every view
+// counted here leaves it; replica is 0 when the set is in claimShard.multi.
+// batch, for a claim this node won, is the sequence of the group commit
+// holding it (store.Ticket.Seq) until that batch is seen final: a repeat
+// must not answer "already counted" for a view a crash could still lose.
 type claimSlot struct {
-	claims crdt.Claims
-	synced <-chan struct{}
+	replica  crdt.ReplicaID
+	ingestMs int64
+	batch    uint64
 }
-
-// claimID names a claim set within a window: Event is empty for views.
-type claimID struct{ video, event, user string }
 
 func newClaimTable(windowMs, lagMs int64) *claimTable {
-	t := &claimTable{seed: maphash.MakeSeed(), windowMs: windowMs, lagMs: lagMs}
+	t := &claimTable{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, windowMs: windowMs, lagMs: lagMs}
 	for i := range t.shards {
 		t.shards[i].windows = make(map[uint64]map[claimID]claimSlot)
+		t.shards[i].multi = make(map[claimID]crdt.Claims)
 	}
 	return t
 }
@@ -63,41 +79,76 @@ func newClaimTable(windowMs, lagMs int64) *claimTable {
 // window plus the lag budget. Every replica derives it from the key alone.
 func (t *claimTable) expiryMs(w uint64) int64 { return int64(w+1)*t.windowMs + t.lagMs }
 
-func (t *claimTable) shard(k store.ClaimKey) *claimShard {
-	var h maphash.Hash
-	h.SetSeed(t.seed)
-	h.WriteString(k.Video)
-	h.WriteByte(0)
-	h.WriteString(k.User)
-	return &t.shards[h.Sum64()%claimShards]
+// id names k's claim set, and shard is where it lives.
+func (t *claimTable) id(k store.ClaimKey) (claimID, *claimShard) {
+	var id claimID
+	for i := range id.h {
+		var h maphash.Hash
+		h.SetSeed(t.seeds[i])
+		h.WriteString(k.Video)
+		h.WriteByte(0)
+		h.WriteString(k.Event)
+		h.WriteByte(0)
+		h.WriteString(k.User)
+		id.h[i] = h.Sum64()
+	}
+	id.window = k.Window
+	return id, &t.shards[id.h[0]%claimShards]
+}
+
+// getLocked returns the claim set of id and its slot. Callers hold s.mu.
+func (s *claimShard) getLocked(id claimID) (crdt.Claims, claimSlot, bool) {
+	slot, ok := s.windows[id.window][id]
+	switch {
+	case !ok:
+		return crdt.Claims{}, claimSlot{}, false
+	case slot.replica == 0:
+		return s.multi[id], slot, true
+	}
+	return crdt.NewClaims(slot.replica, slot.ingestMs), slot, true
+}
+
+// putLocked stores c as the claim set of id, waiting on batch (0: none).
+// Callers hold s.mu.
+func (s *claimShard) putLocked(id claimID, c crdt.Claims, batch uint64) {
+	slot := claimSlot{batch: batch}
+	if r, ms, ok := c.Winner(); ok && c.Len() == 1 && c.Stage(r) == crdt.StageClaimed {
+		slot.replica, slot.ingestMs = r, ms
+		delete(s.multi, id)
+	} else {
+		s.multi[id] = c
+	}
+	m := s.windows[id.window]
+	if m == nil {
+		m = make(map[claimID]claimSlot)
+		s.windows[id.window] = m
+	}
+	m[id] = slot
 }
 
 // claimLocal claims k for replica self at ingestMs unless k already has a
 // claim set (made here or received from a peer). A won claim is queued for
-// the next batch, whose Done channel batchDone is (nil with async
-// durability, where nothing waits for it). When k was claimed already,
-// synced is closed once that claim is durable (nil if it is). Callers hold
-// the admission gate, so batchDone is the batch the claim will be written in.
-func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64, batchDone <-chan struct{}) (won bool, synced <-chan struct{}) {
-	s := t.shard(k)
-	id := claimID{k.Video, k.Event, k.User}
+// the next batch, batch (store.Ticket.Seq; 0 with async durability, where
+// nothing waits for it). When k was claimed already, synced is closed once
+// that claim is durable (nil if it is). Callers hold the admission gate, so
+// batch is the one the claim will be written in.
+func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64, batch uint64) (won bool, synced <-chan struct{}) {
+	id, s := t.id(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.windows[k.Window]
 	if cur, ok := m[id]; ok {
-		if cur.synced == nil {
+		if cur.batch == 0 {
 			return false, nil
 		}
-		select {
-		case <-cur.synced:
-			cur.synced = nil
-			m[id] = cur
-			return false, nil
-		default:
-			return false, cur.synced
+		if ch := t.done(cur.batch); ch != nil {
+			return false, ch
 		}
+		cur.batch = 0 // its batch is final
+		m[id] = cur
+		return false, nil
 	}
-	s.putLocked(k.Window, id, claimSlot{claims: crdt.NewClaims(self, ingestMs), synced: batchDone})
+	s.putLocked(id, crdt.NewClaims(self, ingestMs), batch)
 	t.enqueue(k)
 	return true, nil
 }
@@ -146,12 +197,10 @@ func owesAny(c crdt.Claims, own []crdt.ReplicaID) bool {
 // the caller must add 1 to the current ID's N slot of the counter per claim
 // while still holding the admission gate. Callers hold the gate.
 func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, own []crdt.ReplicaID) mergeResult {
-	s := t.shard(k)
-	id := claimID{k.Video, k.Event, k.User}
+	id, s := t.id(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	slot, ok := s.windows[k.Window][id]
-	cur := slot.claims
+	cur, slot, ok := s.getLocked(id)
 	if ok {
 		cur = cur.Clone() // readers may hold the old value's slots
 	}
@@ -163,8 +212,7 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, own []crdt.ReplicaID
 	if !r.changed {
 		return r
 	}
-	slot.claims = cur // a won claim stays unsynced until its batch is durable
-	s.putLocked(k.Window, id, slot)
+	s.putLocked(id, cur, slot.batch) // a won claim stays unsynced until its batch is final
 	r.adopted = cur.Equal(c)
 	t.enqueue(k)
 	return r
@@ -173,54 +221,24 @@ func (t *claimTable) merge(k store.ClaimKey, c crdt.Claims, own []crdt.ReplicaID
 // load puts a claim set read from disk at start into the table.
 // A key read more than once (from a claim block, and on its own) merges.
 func (t *claimTable) load(k store.ClaimKey, c crdt.Claims) {
-	s := t.shard(k)
-	id := claimID{k.Video, k.Event, k.User}
+	id, s := t.id(k)
 	s.mu.Lock()
-	if cur, ok := s.windows[k.Window][id]; ok {
-		cur.claims.Merge(c) // a set loaded here has no readers yet
-		c = cur.claims
+	if cur, _, ok := s.getLocked(id); ok {
+		cur = cur.Clone()
+		cur.Merge(c)
+		c = cur
 	}
-	s.putLocked(k.Window, id, claimSlot{claims: c})
+	s.putLocked(id, c, 0)
 	s.mu.Unlock()
-}
-
-// putLocked stores c as the claim set of id in window w. Callers hold s.mu.
-func (s *claimShard) putLocked(w uint64, id claimID, c claimSlot) {
-	m := s.windows[w]
-	if m == nil {
-		m = make(map[claimID]claimSlot)
-		s.windows[w] = m
-	}
-	m[id] = c
-}
-
-// keys returns the key of every claim set in memory, sorted (a deterministic
-// order for the replication engine).
-func (t *claimTable) keys() []store.ClaimKey {
-	var out []store.ClaimKey
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		for w, m := range s.windows {
-			for id := range m {
-				out = append(out, store.ClaimKey{Video: id.video, Event: id.event, User: id.user, Window: w})
-			}
-		}
-		s.mu.Unlock()
-	}
-	slices.SortFunc(out, func(a, b store.ClaimKey) int {
-		return cmp.Or(cmp.Compare(a.Video, b.Video), cmp.Compare(a.Event, b.Event), cmp.Compare(a.User, b.User), cmp.Compare(a.Window, b.Window))
-	})
-	return out
 }
 
 // get returns k's claim set, if it has one.
 func (t *claimTable) get(k store.ClaimKey) (crdt.Claims, bool) {
-	s := t.shard(k)
+	id, s := t.id(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.windows[k.Window][claimID{k.Video, k.Event, k.User}]
-	return c.claims, ok
+	c, _, ok := s.getLocked(id)
+	return c, ok
 }
 
 func (t *claimTable) enqueue(k store.ClaimKey) { t.queue.push(k) }
@@ -285,6 +303,11 @@ func (t *claimTable) expire(nowMs int64) int {
 			if t.expiryMs(w) <= nowMs {
 				n += len(m)
 				delete(s.windows, w)
+			}
+		}
+		for id := range s.multi {
+			if t.expiryMs(id.window) <= nowMs {
+				delete(s.multi, id)
 			}
 		}
 		s.mu.Unlock()

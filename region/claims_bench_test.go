@@ -33,7 +33,7 @@ func BenchmarkClaimMemory(b *testing.B) {
 		base := heap()
 		tab := newClaimTable(24*time.Hour.Milliseconds(), 10*time.Minute.Milliseconds())
 		for i, k := range keys {
-			tab.claimLocal(k, 7, 1_710_000_000_000+int64(i), nil)
+			tab.claimLocal(k, 7, 1_710_000_000_000+int64(i), 0)
 		}
 		tab.queue.keys = nil
 		tableBytes := heap() - base

@@ -20,16 +20,28 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
+// fakeBatches stands in for the committer's Done: batch 7 is not final
+// until its channel is closed.
+type fakeBatches struct{ ch chan struct{} }
+
+func (f *fakeBatches) done(seq uint64) <-chan struct{} {
+	if seq == 7 && !isClosed(f.ch) {
+		return f.ch
+	}
+	return nil
+}
+
 func TestClaimTableConcurrentOneWinner(t *testing.T) {
 	tab := newClaimTable(1000, 500)
+	batch := &fakeBatches{ch: make(chan struct{})} // the winner's batch, not durable yet
+	tab.done = batch.done
 	k := store.ClaimKey{Video: "v", User: "u", Window: 11}
-	batch := make(chan struct{}) // the winner's batch, not durable yet
 	const g = 32
 	won := make([]bool, g)
 	synced := make([]<-chan struct{}, g)
 	var wg sync.WaitGroup
 	for i := range g {
-		wg.Go(func() { won[i], synced[i] = tab.claimLocal(k, 1, int64(i), batch) })
+		wg.Go(func() { won[i], synced[i] = tab.claimLocal(k, 1, int64(i), 7) })
 	}
 	wg.Wait()
 	winners := 0
@@ -45,8 +57,8 @@ func TestClaimTableConcurrentOneWinner(t *testing.T) {
 	if winners != 1 {
 		t.Fatalf("%d winners, want 1", winners)
 	}
-	close(batch) // the batch is durable
-	if w, ch := tab.claimLocal(k, 1, 99, nil); w || ch != nil {
+	close(batch.ch) // the batch is durable
+	if w, ch := tab.claimLocal(k, 1, 99, 0); w || ch != nil {
 		t.Fatalf("after the batch: won %v, wait %v; want a plain duplicate", w, ch)
 	}
 	if got := len(tab.queue.keys); got != 1 {
@@ -58,19 +70,23 @@ func TestClaimTableConcurrentOneWinner(t *testing.T) {
 // this node won keeps repeats waiting for the winner's batch.
 func TestClaimTableMergeKeepsUnsynced(t *testing.T) {
 	tab := newClaimTable(1000, 500)
+	batch := &fakeBatches{ch: make(chan struct{})}
+	tab.done = batch.done
 	k := store.ClaimKey{Video: "v", User: "u", Window: 11}
-	batch := make(chan struct{})
-	if won, _ := tab.claimLocal(k, 2, 11_500, batch); !won {
+	if won, _ := tab.claimLocal(k, 2, 11_500, 7); !won {
 		t.Fatal("first claim lost")
 	}
 	if r := tab.merge(k, crdt.NewClaims(1, 11_600), []crdt.ReplicaID{2}); !r.changed || len(r.owed) != 0 {
 		t.Fatalf("merge of a later peer claim: %+v, want a change and nothing owed", r)
 	}
-	if _, ch := tab.claimLocal(k, 2, 11_700, nil); ch == nil || isClosed(ch) {
+	if c, ok := tab.get(k); !ok || c.Len() != 2 {
+		t.Fatalf("merged set %v, %v; want both claims", c, ok)
+	}
+	if _, ch := tab.claimLocal(k, 2, 11_700, 0); ch == nil || isClosed(ch) {
 		t.Fatal("a repeat after the merge does not wait for the unsynced winner")
 	}
-	close(batch)
-	if _, ch := tab.claimLocal(k, 2, 11_800, nil); ch != nil {
+	close(batch.ch)
+	if _, ch := tab.claimLocal(k, 2, 11_800, 0); ch != nil {
 		t.Fatal("a repeat after the batch still waits")
 	}
 }
@@ -86,12 +102,12 @@ func TestClaimTableMerge(t *testing.T) {
 	if !r.changed || len(r.owed) != 0 || !r.adopted {
 		t.Fatalf("first remote claim: %+v", r)
 	}
-	if won, _ := tab.claimLocal(k1, self, 3200, nil); won {
+	if won, _ := tab.claimLocal(k1, self, 3200, 0); won {
 		t.Fatal("a view claimed by a peer was counted again here")
 	}
 
 	k2 := store.ClaimKey{Video: "v", User: "u2", Window: 3}
-	if won, _ := tab.claimLocal(k2, self, 3500, nil); !won {
+	if won, _ := tab.claimLocal(k2, self, 3500, 0); !won {
 		t.Fatal("fresh claim refused")
 	}
 	later := tab.merge(k2, crdt.NewClaims(peer, 3600), own)
@@ -148,7 +164,7 @@ func TestClaimBlocksRoundTrip(t *testing.T) {
 		if i%10 == 0 {
 			k.Event = "share"
 		}
-		if won, _ := tab.claimLocal(k, self, int64(3*3_600_000+i), nil); !won {
+		if won, _ := tab.claimLocal(k, self, int64(3*3_600_000+i), 0); !won {
 			t.Fatalf("claim %v refused", k)
 		}
 		keys = append(keys, k)
@@ -203,8 +219,8 @@ func TestClaimTablePrepareAndExpire(t *testing.T) {
 	tab := newClaimTable(1000, 500) // window w expires at (w+1)*1000+500
 	k3 := store.ClaimKey{Video: "v", User: "u", Window: 3}
 	k4 := store.ClaimKey{Video: "v", User: "u", Window: 4}
-	tab.claimLocal(k3, 1, 3100, nil)
-	tab.claimLocal(k4, 1, 4100, nil)
+	tab.claimLocal(k3, 1, 3100, 0)
+	tab.claimLocal(k4, 1, 4100, 0)
 	seq := uint64(0)
 	next := func() uint64 { seq++; return seq }
 	muts, written, err := tab.prepare(nil, 4400, 1, next)

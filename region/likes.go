@@ -60,9 +60,12 @@ type likeCounts struct {
 	m  map[string]int64
 }
 
+// likeUser names one user's likes of one video.
+type likeUser struct{ video, user string }
+
 type likeShard struct {
 	mu    sync.Mutex
-	users map[claimID][]crdt.Claims // transitions 1..len; a gap is a zero Claims
+	users map[likeUser][]crdt.Claims // transitions 1..len; a gap is a zero Claims
 	// unsynced holds this node's transitions whose batch is not durable yet:
 	// a repeat must not answer "unchanged" on the strength of a transition a
 	// crash could still lose.
@@ -72,7 +75,7 @@ type likeShard struct {
 func newLikeTable() *likeTable {
 	t := &likeTable{seed: maphash.MakeSeed()}
 	for i := range t.shards {
-		t.shards[i].users = make(map[claimID][]crdt.Claims)
+		t.shards[i].users = make(map[likeUser][]crdt.Claims)
 		t.shards[i].unsynced = make(map[store.ClaimKey]chan struct{})
 	}
 	for i := range t.counts {
@@ -151,7 +154,7 @@ func (t *likeTable) liked(video, user string) bool {
 	s := t.shard(video, user)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return top(s.users[claimID{video: video, user: user}])%2 == 1
+	return top(s.users[likeUser{video: video, user: user}])%2 == 1
 }
 
 // transition makes user's next transition towards like (or unlike) on
@@ -161,7 +164,7 @@ func (t *likeTable) liked(video, user string) bool {
 // once it is. Callers hold the admission gate.
 func (t *likeTable) transition(video, user string, like bool, self crdt.ReplicaID, ingestMs int64) (k store.ClaimKey, made bool, synced <-chan struct{}) {
 	s := t.shard(video, user)
-	id := claimID{video: video, user: user}
+	id := likeUser{video: video, user: user}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := s.users[id]
@@ -185,7 +188,7 @@ func (t *likeTable) transition(video, user string, like bool, self crdt.ReplicaI
 // hold the admission gate.
 func (t *likeTable) merge(k store.ClaimKey, c crdt.Claims, own []crdt.ReplicaID) (r mergeResult) {
 	s := t.shard(k.Video, k.User)
-	id := claimID{video: k.Video, user: k.User}
+	id := likeUser{video: k.Video, user: k.User}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := s.users[id]
@@ -270,7 +273,7 @@ func (t *likeTable) load(k store.ClaimKey, c crdt.Claims) {
 		return
 	}
 	s := t.shard(k.Video, k.User)
-	id := claimID{video: k.Video, user: k.User}
+	id := likeUser{video: k.Video, user: k.User}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := s.users[id]
@@ -288,7 +291,7 @@ func (t *likeTable) get(k store.ClaimKey) (crdt.Claims, bool) {
 	s := t.shard(k.Video, k.User)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ts := s.users[claimID{video: k.Video, user: k.User}]
+	ts := s.users[likeUser{video: k.Video, user: k.User}]
 	if k.Window == 0 || k.Window > uint64(len(ts)) || ts[k.Window-1].IsZero() {
 		return crdt.Claims{}, false
 	}

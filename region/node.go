@@ -226,6 +226,7 @@ func Open(cfg Config) (*Node, error) {
 		Observe:    n.observeBatch,
 		Manual:     cfg.ManualCommit,
 	})
+	n.claims.done = n.committer.Done
 	// A claim set stored as lost but not compensated (written by a version
 	// that did not compensate, or a claim of a replica ID retired since it
 	// was merged): apply the rule now.
@@ -524,9 +525,9 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 
 	window := uint64(nowMs / n.windowMs)
 	// A claim won here is durable when the batch it is admitted to is.
-	var batchDone <-chan struct{}
+	var batch uint64
 	if n.cfg.Durability == DurabilitySync {
-		batchDone = n.committer.Next().Done()
+		batch = n.committer.Next().Seq()
 	}
 	var events store.EventBlock // the raw events of this call, logged as few entries
 	events.Grow(len(views), 24*len(views))
@@ -554,7 +555,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			}
 		default:
 			ck := store.ClaimKey{Video: v.Video, Event: claimEvent(v.eventOf()), User: v.User, Window: window}
-			won, synced := n.claims.claimLocal(ck, n.id.Replica, nowMs, batchDone)
+			won, synced := n.claims.claimLocal(ck, n.id.Replica, nowMs, batch)
 			if won {
 				n.count(e, b.buckets[i], false, nowMs)
 				if ck.Event == "" {

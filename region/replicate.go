@@ -1,6 +1,7 @@
 package region
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/replication"
+	"github.com/tallyhq/tally/store"
 )
 
 // Transport delivers encoded replication messages to a peer's replication
@@ -151,8 +153,13 @@ func (n *Node) EnableReplication(rc ReplicationConfig) error {
 	if err != nil {
 		return fmt.Errorf("enable replication: load counters: %w", err)
 	}
-	// Open loaded every live claim set into memory: no second pass over Badger.
-	for _, k := range n.claims.keys() {
+	// The claim table holds the live claim sets Open loaded by hash, not by
+	// name: their keys are read again from Badger.
+	claimKeys, err := n.storedClaimKeys()
+	if err != nil {
+		return fmt.Errorf("enable replication: %w", err)
+	}
+	for _, k := range claimKeys {
 		keys = append(keys, k.Key())
 	}
 	for _, k := range n.likes.keys() {
@@ -576,3 +583,24 @@ func (n *Node) RegionViews(video string) (map[string]uint64, error) {
 
 // Replicating reports whether EnableReplication was called.
 func (n *Node) Replicating() bool { return n.repl.Load() != nil }
+
+// storedClaimKeys returns the key of every stored claim set of a view or
+// event type (not a like) whose window has not expired, sorted and each
+// once (a deterministic order for the replication engine).
+func (n *Node) storedClaimKeys() ([]store.ClaimKey, error) {
+	nowMs := n.now().UnixMilli()
+	var out []store.ClaimKey
+	_, err := n.store.ForEachClaim(func(k store.ClaimKey, _ crdt.Claims) error {
+		if k.Event != EventLike && n.claims.expiryMs(k.Window) > nowMs {
+			out = append(out, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read claim keys: %w", err)
+	}
+	slices.SortFunc(out, func(a, b store.ClaimKey) int {
+		return cmp.Or(cmp.Compare(a.Video, b.Video), cmp.Compare(a.Event, b.Event), cmp.Compare(a.User, b.User), cmp.Compare(a.Window, b.Window))
+	})
+	return slices.Compact(out), nil
+}

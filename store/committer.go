@@ -78,22 +78,32 @@ type Committer struct {
 	// and a counter can never become durable before the claim that counted it.
 	gate sync.RWMutex
 
-	mu     sync.Mutex // protects cur and closed
-	cur    *batch     // collecting mutations for the next write
-	closed bool
+	mu      sync.Mutex // protects cur, writing, lastSeq and closed
+	cur     *batch     // collecting mutations for the next write
+	writing *batch     // cut and being written; nil between writes
+	lastSeq uint64     // seq of the newest batch made
+	closed  bool
 }
 
 type batch struct {
+	seq     uint64 // 1, 2, ... in the order batches are made, cut and written
 	muts    []Mutation
 	tickets int
 	done    chan struct{} // closed when err is final
 	err     error
 }
 
-func newBatch() *batch { return &batch{done: make(chan struct{})} }
+// newBatchLocked makes the next batch. Callers hold c.mu (or own c alone).
+func (c *Committer) newBatchLocked() *batch {
+	c.lastSeq++
+	return &batch{seq: c.lastSeq, done: make(chan struct{})}
+}
 
 // Ticket is a claim on the durability of one Submit.
 type Ticket struct{ b *batch }
+
+// Seq is the sequence number of the ticket's batch, for Committer.Done.
+func (t Ticket) Seq() uint64 { return t.b.seq }
 
 // Done is closed when the batch holding the submission is durable or failed.
 func (t Ticket) Done() <-chan struct{} { return t.b.done }
@@ -120,8 +130,8 @@ func NewCommitter(s *Store, cfg CommitterConfig) *Committer {
 		kick:  make(chan struct{}, 1),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
-		cur:   newBatch(),
 	}
+	c.cur = c.newBatchLocked()
 	if cfg.Manual {
 		close(c.done)
 		return c
@@ -154,8 +164,9 @@ func (c *Committer) cut(fresh bool) (*batch, []Mutation, func(error)) {
 			c.mu.Unlock()
 			return nil, nil, nil
 		}
-		c.cur = newBatch()
+		c.cur = c.newBatchLocked()
 	}
+	c.writing = b
 	c.mu.Unlock()
 	muts, after := c.prepare(b, nil)
 	return b, muts, after
@@ -191,6 +202,20 @@ func (c *Committer) Next() Ticket {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Ticket{c.cur}
+}
+
+// Done is the Done channel of batch seq (Ticket.Seq) while that batch is not
+// final yet, and nil once it is (durable, or failed).
+func (c *Committer) Done(seq uint64) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.cur.seq == seq:
+		return c.cur.done
+	case c.writing != nil && c.writing.seq == seq:
+		return c.writing.done
+	}
+	return nil // batches are written in order: an older one is final
 }
 
 // Submit adds muts to the next batch. The returned Ticket is released when
@@ -309,6 +334,11 @@ func (c *Committer) commit(b *batch, muts []Mutation, after func(error)) []Mutat
 	after(st.Err)
 	b.err = st.Err
 	close(b.done)
+	c.mu.Lock()
+	if c.writing == b {
+		c.writing = nil
+	}
+	c.mu.Unlock()
 	if c.cfg.Observe != nil && (len(muts) > 0 || b.tickets > 0) {
 		c.cfg.Observe(st)
 	}

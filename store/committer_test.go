@@ -597,3 +597,36 @@ func TestCommitterDurableAcrossReopen(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitterDone: Done(seq) is the batch's channel until the batch is
+// written, and nil after; the next batch has the next seq.
+func TestCommitterDone(t *testing.T) {
+	s, _ := openStore(t, "")
+	c := NewCommitter(s, CommitterConfig{Manual: true})
+	defer c.Close()
+	t1 := c.Next()
+	ch := c.Done(t1.Seq())
+	if ch == nil || ch != t1.Done() {
+		t.Fatal("Done of the open batch is not its channel")
+	}
+	if _, err := c.Submit(Mutation{Key: []byte("m1"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if t2 := c.Next(); t2.Seq() != t1.Seq() {
+		t.Fatalf("Next before a cut: seq %d, want %d", t2.Seq(), t1.Seq())
+	}
+	if !c.Step() {
+		t.Fatal("nothing written")
+	}
+	if c.Done(t1.Seq()) != nil {
+		t.Error("Done of a written batch is not nil")
+	}
+	select {
+	case <-ch:
+	default:
+		t.Error("the written batch's channel is open")
+	}
+	if t3 := c.Next(); t3.Seq() != t1.Seq()+1 || c.Done(t3.Seq()) == nil {
+		t.Errorf("next batch: seq %d (want %d), Done %v", t3.Seq(), t1.Seq()+1, c.Done(t3.Seq()))
+	}
+}

@@ -169,6 +169,9 @@ func benchScale(ctx context.Context, exe string, sc scaleConfig, stdout, stderr 
 		return fmt.Errorf("warm reads: %w", err)
 	}
 	fmt.Fprintf(stdout, "\n== tally bench scale: %d distinct videos, one view each (batches of %d, %d conns)\n", sc.Keys, sc.Batch, sc.Conns)
+	if len(sc.ServeFlags) > 0 {
+		fmt.Fprintf(stdout, "tally serve flags: %s (the lines below name what a default node keeps)\n", strings.Join(sc.ServeFlags, " "))
+	}
 	fmt.Fprintf(stdout, "ingest            %.1fs  %.0f views/s\n", ingest.Seconds(), float64(sc.Keys)/ingest.Seconds())
 	fmt.Fprintf(stdout, "RAM after ingest  %s RSS (%s idle before): %.0f B/video (all one view of a new video leaves in memory: counter, claim, buckets, unique-viewer sketch, rate limiter, Badger's share)\n",
 		mib(rssLoaded), mib(rssIdle), float64(rssLoaded-rssIdle)/float64(sc.Keys))

@@ -1,16 +1,19 @@
 package region
 
-import "github.com/tallyhq/tally/store"
+import (
+	"github.com/tallyhq/tally/crdt"
+	"github.com/tallyhq/tally/store"
+)
 
 // Checkpointing of the counter log (store.CounterLog): each group commit
-// writes the states of the counters it changed as a few log records, not one
-// Badger entry per counter; the log is then checkpointed in epochs. An epoch
-// ends once it has written epochRecords records (and the previous one is
-// done): its counters (each once, however often it was logged) are written
-// to their own entries, at least minDrain per batch and as many as the batch
-// logged, so checkpointing keeps up with logging even when every state is of
-// a different counter (the epoch drains in no more batches than it took to
-// fill, and the log stays within about three epochs); once the batch
+// writes the states of the counters and unique-viewer chunks it changed as a
+// few log records, not one Badger entry per key; the log is then
+// checkpointed in epochs. An epoch ends once it has written epochRecords
+// records (and the previous one is done): its keys (each once, however often
+// it was logged) are written to their own entries, spread over as many
+// batches as the epoch took to fill (at least minDrain per batch), so
+// checkpointing keeps up with logging even when every state is of a
+// different key, and the log stays within about three epochs; once the batch
 // holding the last of them is durable, the epoch's records are deleted in
 // the next batch. A counter logged a thousand times in an epoch is written
 // to its entry once: the longer the epoch, the more writes the log saves.
@@ -30,51 +33,105 @@ const (
 	minDrain = 256
 )
 
+// loggedKey is a key whose state the counter log holds: a counter
+// (loggedCounter) or a unique-viewer chunk (loggedChunk). checkpoint is the
+// write of its current state to its own entry, ok false if it has expired.
+// It runs in Prepare, with the admission gate held exclusively and after
+// every changed key was logged, so the current state is the latest logged.
+type loggedKey interface {
+	checkpoint(nowMs int64) (m store.Mutation, ok bool, err error)
+}
+
 // counterLog is the checkpoint state of the counter log. Only the committer
 // goroutine uses it: Prepare and its after hook run there, one batch at a
 // time.
 type counterLog struct {
 	epochRecords int // epochRecords, or fewer in tests
 
-	members map[*counterEntry]struct{} // counters logged in the current epoch
-	keys    [][]byte                   // the current epoch's log records
+	members map[loggedKey]struct{} // keys logged in the current epoch
+	keys    [][]byte               // the current epoch's log records
+	batches int                    // batches the current epoch has prepared
+	batch   int                    // states logged by the batch being prepared
+	rate    int                    // keys to checkpoint per batch while draining
 
-	drain     []*counterEntry // the ending epoch's counters not yet checkpointed
-	drainKeys [][]byte        // the ending epoch's records, deleted once drain is durable
-	deletes   [][]byte        // records to delete in the next batch
+	drain     []loggedKey // the ending epoch's keys not yet checkpointed
+	drainKeys [][]byte    // the ending epoch's records, deleted once drain is durable
+	deletes   [][]byte    // records to delete in the next batch
 }
 
 func newCounterLog() *counterLog {
-	return &counterLog{epochRecords: epochRecords, members: make(map[*counterEntry]struct{})}
+	return &counterLog{epochRecords: epochRecords, members: make(map[loggedKey]struct{})}
 }
 
-// logged records that e's state went into the current epoch's log.
-func (l *counterLog) logged(e *counterEntry) { l.members[e] = struct{}{} }
+// logged records that k's state went into the current epoch's log.
+func (l *counterLog) logged(k loggedKey) {
+	l.members[k] = struct{}{}
+	l.batch++
+}
 
-// wrote records the log records a batch wrote, and ends the epoch if it is
-// full and the previous one is done.
+// wrote records the log records a batch wrote.
 func (l *counterLog) wrote(recs []store.Mutation) {
 	for _, m := range recs {
 		l.keys = append(l.keys, m.Key)
 	}
-	if len(l.keys) < l.epochRecords || len(l.drain) > 0 || l.drainKeys != nil {
-		return
-	}
-	l.drain = make([]*counterEntry, 0, len(l.members))
-	for e := range l.members {
-		l.drain = append(l.drain, e)
-	}
-	l.drainKeys, l.keys = l.keys, nil
-	l.members = make(map[*counterEntry]struct{})
 }
 
-// takeDrain hands over the counters this batch checkpoints, having logged
-// logged states: at least minDrain and logged, or what is left.
-func (l *counterLog) takeDrain(logged int) []*counterEntry {
-	n := min(len(l.drain), max(minDrain, logged))
-	out := l.drain[len(l.drain)-n:]
+// prepare is the end of a batch's Prepare: it ends the epoch if it is full
+// and the previous one is done, and appends the checkpoint writes and log
+// deletions due; done must see the batch's outcome.
+func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mutation, drained []loggedKey, deleted [][]byte, err error) {
+	l.batch = 0
+	l.batches++
+	if len(l.keys) >= l.epochRecords && len(l.drain) == 0 && l.drainKeys == nil {
+		l.drain = make([]loggedKey, 0, len(l.members))
+		for k := range l.members {
+			l.drain = append(l.drain, k)
+		}
+		// Spread over as many batches as the epoch took: as fast as it
+		// logged states even if each was of a different key, and no
+		// burst of writes when it logged the same keys over and over.
+		l.rate = (len(l.drain) + l.batches - 1) / l.batches
+		l.drainKeys, l.keys, l.batches = l.keys, nil, 0
+		l.members = make(map[loggedKey]struct{})
+	}
+	n := min(len(l.drain), max(minDrain, l.rate))
+	drained = l.drain[len(l.drain)-n:]
 	l.drain = l.drain[:len(l.drain)-n]
-	return out
+	for _, k := range drained {
+		m, ok, cerr := k.checkpoint(nowMs)
+		switch {
+		case cerr != nil:
+			err = cerr
+		case ok:
+			dst = append(dst, m)
+		}
+	}
+	deleted = l.takeDeletes()
+	return append(dst, store.CounterLogDeletes(deleted)...), drained, deleted, err
+}
+
+// loggedCounter is a counter of t in the counter log.
+type loggedCounter struct {
+	t *counterTable
+	e *counterEntry
+}
+
+func (c loggedCounter) checkpoint(nowMs int64) (store.Mutation, bool, error) {
+	return c.t.checkpoint(c.e, nowMs)
+}
+
+// loggedChunk is a unique-viewer chunk of t in the counter log.
+type loggedChunk struct {
+	t *uniqueTable
+	k crdt.Key
+}
+
+func (c loggedChunk) checkpoint(int64) (store.Mutation, bool, error) {
+	var regs [crdt.HLLChunkRegisters]uint8
+	if !c.t.current(c.k, &regs) {
+		return store.Mutation{}, false, nil
+	}
+	return store.CounterValueMutation(c.k, crdt.AppendChunkState(nil, &regs)), true, nil
 }
 
 // takeDeletes hands over the records this batch deletes.
@@ -86,7 +143,7 @@ func (l *counterLog) takeDeletes() [][]byte {
 
 // done is the after hook's part: a batch that checkpointed drained and
 // deleted deleted is durable (err nil) or failed.
-func (l *counterLog) done(err error, drained []*counterEntry, deleted [][]byte) {
+func (l *counterLog) done(err error, drained []loggedKey, deleted [][]byte) {
 	if err != nil {
 		l.drain = append(l.drain, drained...)
 		l.deletes = append(l.deletes, deleted...)

@@ -8,10 +8,11 @@ import (
 	"github.com/tallyhq/tally/store"
 )
 
-// TestCounterLogCrash: counters written through the counter log over many
-// epochs keep the log bounded (checkpointed and deleted as it goes), and a
-// node that dies without closing (its last batches durable, nothing
-// checkpointed since) comes back with every count and bucket exact.
+// TestCounterLogCrash: counters and unique-viewer chunks written through the
+// counter log over many epochs keep the log bounded (checkpointed and deleted
+// as it goes), and a node that dies without closing (its last batches
+// durable, nothing checkpointed since) comes back with every count, bucket
+// and sketch exact.
 func TestCounterLogCrash(t *testing.T) {
 	st, err := store.Open(store.InMemoryOptions())
 	if err != nil {
@@ -68,6 +69,14 @@ func TestCounterLogCrash(t *testing.T) {
 		t.Errorf("%d log records after Open, want the log replayed and gone", recs)
 	}
 	nowMs := clock.Now().UnixMilli()
+	// The sketches came back whole too: their chunks were logged as well.
+	want, err := n.UniqueViewers("v7")
+	if err != nil || want < rounds*9/10 || want > rounds*11/10 {
+		t.Fatalf("unique viewers of v7 before the crash: %d, %v; want about %d", want, err, rounds)
+	}
+	if got, err := n2.UniqueViewers("v7"); err != nil || got != want {
+		t.Fatalf("unique viewers of v7 after the crash: %d, %v; want %d as before", got, err, want)
+	}
 	for i := range videos {
 		v := fmt.Sprintf("v%d", i)
 		c, ok, err := st.Counter(crdt.Key{Video: v, Event: EventView})

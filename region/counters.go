@@ -36,7 +36,7 @@ type counterTable struct {
 	// seq names counter log records (store.CounterLog); nil writes every
 	// state to its own entry.
 	seq func() uint64
-	log *counterLog // the counter log's checkpoints; used by prepare alone
+	log *counterLog // the node's counter log (shared with its unique-viewer table); Prepare's alone
 
 	// names shares the Event strings of time-bucket keys between entries.
 	names nameCache
@@ -109,7 +109,7 @@ func (v *durableView) Load() countView {
 var emptyState = &crdt.PNCounter{}
 
 func newCounterTable() *counterTable {
-	t := &counterTable{seed: maphash.MakeSeed(), log: newCounterLog()}
+	t := &counterTable{seed: maphash.MakeSeed()}
 	t.names.seed = maphash.MakeSeed()
 	for i := range t.shards {
 		t.shards[i].m = make(map[crdt.Key]*counterEntry)
@@ -235,11 +235,10 @@ type snapshot struct {
 	state *crdt.PNCounter
 }
 
-// prepare is the committer's Prepare hook: it appends the current state of
-// every dirty counter to dst, in counter log records (counterlog.go), with
-// the checkpoint writes and log deletions due, and returns the function that
-// publishes those states when the batch is durable (or re-queues them if it
-// failed).
+// prepare is the counters' part of the committer's Prepare hook: it appends
+// the current state of every dirty counter to dst, in counter log records
+// (counterlog.go), and returns the function that publishes those states when
+// the batch is durable (or re-queues them if it failed).
 func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(error), error) {
 	t.dirtyMu.Lock()
 	dirty := t.dirty
@@ -290,36 +289,21 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 			expiresMs = nowMs + ttl.Milliseconds()
 		}
 		if t.seq != nil && log.Add(e.key, v, expiresMs) {
-			t.log.logged(e)
+			t.log.logged(loggedCounter{t, e})
 		} else {
 			dst = append(dst, store.Mutation{Key: store.CounterKey(e.key), Value: v, TTL: ttl})
 		}
 		snaps = append(snaps, snapshot{e, st})
 	}
-	var drained []*counterEntry
-	var deleted [][]byte
 	if t.seq != nil {
 		recs := log.Mutations(t.seq)
 		dst = append(dst, recs...)
 		t.log.wrote(recs)
-		drained = t.log.takeDrain(len(snaps))
-		for _, e := range drained {
-			if m, ok, err := t.checkpoint(e, nowMs); err != nil {
-				encErr = err
-			} else if ok {
-				dst = append(dst, m)
-			}
-		}
-		deleted = t.log.takeDeletes()
-		dst = append(dst, store.CounterLogDeletes(deleted)...)
 	}
-	if len(snaps)+len(drained)+len(deleted) == 0 {
+	if len(snaps) == 0 {
 		return dst, func(error) {}, encErr
 	}
 	after := func(err error) {
-		if t.seq != nil {
-			t.log.done(err, drained, deleted)
-		}
 		if err != nil {
 			for _, s := range snaps {
 				t.requeue(s.e)

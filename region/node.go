@@ -41,6 +41,7 @@ type Node struct {
 	storedBucketsMs int64
 
 	counters *counterTable
+	clog     *counterLog // the counter log's checkpoints, shared by counters and uniques
 	claims   *claimTable
 	likes    *likeTable
 	uniques  *uniqueTable
@@ -219,7 +220,9 @@ func Open(cfg Config) (*Node, error) {
 	// every stored block's, and (for events, whose keys hold their time) at
 	// the clock, so that keys stay unique across restarts.
 	n.eventSeq.Store(max(uint64(time.Now().UnixNano()), maxBlockSeq+1))
-	n.counters.seq = n.nextSeq
+	n.clog = newCounterLog()
+	n.counters.seq, n.counters.log = n.nextSeq, n.clog
+	n.uniques.seq, n.uniques.log = n.nextSeq, n.clog
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,
 		MaxPending: cfg.MaxPending,
@@ -281,7 +284,8 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 	}
 	// Prepare runs with admission held off, so a claim set and the counter
 	// change it explains (a count, a compensation) land in the same batch.
-	dst, claimed, err := n.claims.prepare(dst, n.now().UnixMilli(), n.id.Replica, n.nextSeq)
+	nowMs := n.now().UnixMilli()
+	dst, claimed, err := n.claims.prepare(dst, nowMs, n.id.Replica, n.nextSeq)
 	if err != nil {
 		n.log.Error("encode claim set", "err", err)
 	}
@@ -293,11 +297,18 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 	if err != nil {
 		n.log.Error("encode unique-viewer chunk", "err", err)
 	}
-	if len(claimed)+len(liked)+len(sketched) == 0 {
+	// Last, with every changed counter and chunk logged: the counter log's
+	// checkpoint writes and deletions (counterlog.go).
+	dst, drained, deleted, err := n.clog.prepare(dst, nowMs)
+	if err != nil {
+		n.log.Error("encode counter log checkpoint", "err", err)
+	}
+	if len(claimed)+len(liked)+len(sketched)+len(drained)+len(deleted) == 0 {
 		return dst, after
 	}
 	return dst, func(err error) {
 		after(err)
+		n.clog.done(err, drained, deleted)
 		if err != nil {
 			n.claims.requeue(claimed)
 			n.likes.requeue(liked)

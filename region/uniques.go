@@ -43,6 +43,10 @@ type uniqueTable struct {
 	// queue holds the chunks changed since the last batch was cut, each at
 	// most once: a chunk is appended only when its queued bit goes from 0 to 1.
 	queue keyQueue[crdt.Key]
+
+	// seq names counter log records; nil writes every chunk to its own entry.
+	seq func() uint64
+	log *counterLog // the node's counter log (shared with its counters); Prepare's alone
 }
 
 type uniqueShard struct {
@@ -361,15 +365,44 @@ type chunkWrite struct {
 func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWrite, error) {
 	queue := t.queue.take()
 	var written []chunkWrite
+	var log store.CounterLog
 	for _, k := range queue {
 		w := chunkWrite{key: k}
 		if !t.take(k, &w.regs) {
 			continue
 		}
-		dst = append(dst, store.CounterValueMutation(k, crdt.AppendChunkState(nil, &w.regs)))
+		v := crdt.AppendChunkState(nil, &w.regs)
+		if t.seq != nil && log.Add(k, v, 0) {
+			t.log.logged(loggedChunk{t, k})
+		} else {
+			dst = append(dst, store.CounterValueMutation(k, v))
+		}
 		written = append(written, w)
 	}
+	if t.seq != nil {
+		recs := log.Mutations(t.seq)
+		dst = append(dst, recs...)
+		t.log.wrote(recs)
+	}
 	return dst, written, nil
+}
+
+// current copies chunk k's live registers into dst; it reports false if k
+// is not a chunk this table holds.
+func (t *uniqueTable) current(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool {
+	video, c, ok := crdt.ParseUniqueKey(k)
+	if !ok {
+		return false
+	}
+	s := t.shard(video)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sk := s.m[video]
+	if sk == nil {
+		return false
+	}
+	sk.chunk(c, dst)
+	return true
 }
 
 // take clears chunk k's queued mark and copies its registers into dst; it

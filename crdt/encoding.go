@@ -175,9 +175,9 @@ func (c PNCounter) encodedLen() int {
 
 // encodedLen is the length of g's encoding.
 func (g GCounter) encodedLen() int {
-	n := arrayLenSize(3 * len(g.slots))
+	n := MsgpackArrayHeaderSize(3 * len(g.slots))
 	for _, s := range g.slots {
-		n += uintSize(uint64(s.Replica)) + uintSize(s.Count) + uintSize(uint64(s.Updated))
+		n += MsgpackUintSize(uint64(s.Replica)) + MsgpackUintSize(s.Count) + MsgpackUintSize(uint64(s.Updated))
 	}
 	return n
 }
@@ -215,8 +215,10 @@ func appendArrayLen(b []byte, n int) []byte {
 	return binary.BigEndian.AppendUint32(append(b, mpArray32), uint32(n))
 }
 
-// arrayLenSize is the length of appendArrayLen's header for n.
-func arrayLenSize(n int) int {
+// MsgpackArrayHeaderSize is the length of the msgpack header of an array of
+// n items as msgpack v5's encoder (and this package) writes it: fixarray,
+// array16 or array32.
+func MsgpackArrayHeaderSize(n int) int {
 	switch {
 	case n < 16:
 		return 1
@@ -242,8 +244,10 @@ func appendUint(b []byte, v uint64) []byte {
 	return binary.BigEndian.AppendUint64(append(b, mpUint64), v)
 }
 
-// uintSize is the length of appendUint's encoding of v.
-func uintSize(v uint64) int {
+// MsgpackUintSize is the length of v encoded as msgpack v5's
+// Encoder.EncodeUint (and this package) writes it: the shortest of positive
+// fixint, uint8, uint16, uint32 and uint64.
+func MsgpackUintSize(v uint64) int {
 	switch {
 	case v <= mpPosFixintMax:
 		return 1

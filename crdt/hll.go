@@ -153,7 +153,7 @@ func AppendChunkState(b []byte, regs *[HLLChunkRegisters]uint8) []byte {
 		n += nz
 		wide += int(r>>7) + nz&(off>>7)
 	}
-	b = grow(b, 1+arrayLenSize(3*n)+3*n+wide+1)
+	b = grow(b, 1+MsgpackArrayHeaderSize(3*n)+3*n+wide+1)
 	b = append(b, mpFixArray|2)
 	b = appendArrayLen(b, 3*n)
 	i := len(b)

@@ -193,21 +193,14 @@ func (m *Message) check() error {
 	return nil
 }
 
-// Sizes of msgpack items as the encoder writes them (shortest form).
+// Sizes of msgpack items as the encoder writes them (shortest form); uints
+// and array headers are crdt's (crdt.MsgpackUintSize,
+// crdt.MsgpackArrayHeaderSize).
 
-func uintSize(v uint64) int {
-	switch {
-	case v <= 127:
-		return 1
-	case v <= 0xff:
-		return 2
-	case v <= 0xffff:
-		return 3
-	case v <= 0xffffffff:
-		return 5
-	}
-	return 9
-}
+var (
+	uintSize  = crdt.MsgpackUintSize
+	arraySize = crdt.MsgpackArrayHeaderSize
+)
 
 func strSize(n int) int {
 	switch {
@@ -219,16 +212,6 @@ func strSize(n int) int {
 		return 3 + n
 	}
 	return 5 + n
-}
-
-func arraySize(n int) int {
-	switch {
-	case n < 16:
-		return 1
-	case n <= 0xffff:
-		return 3
-	}
-	return 5
 }
 
 // entrySize is the encoded size of an entry whose state encodes to stateBytes.

@@ -96,12 +96,14 @@ func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mut
 	}
 	n := min(len(l.drain), max(minDrain, l.rate))
 	drained = l.drain[len(l.drain)-n:]
-	l.drain = l.drain[:len(l.drain)-n]
+	l.drain = l.drain[: len(l.drain)-n : len(l.drain)-n] // appends must not write over drained
 	for _, k := range drained {
 		m, ok, cerr := k.checkpoint(nowMs)
 		switch {
 		case cerr != nil:
+			// Not checkpointed: the epoch's records must stay until it is.
 			err = cerr
+			l.drain = append(l.drain, k)
 		case ok:
 			dst = append(dst, m)
 		}

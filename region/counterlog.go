@@ -1,6 +1,8 @@
 package region
 
 import (
+	"math"
+
 	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
 )
@@ -10,10 +12,11 @@ import (
 // few log records, not one Badger entry per key; the log is then
 // checkpointed in epochs. An epoch ends once it has written epochRecords
 // records (and the previous one is done): its keys (each once, however often
-// it was logged) are written to their own entries, spread over as many
-// batches as the epoch took to fill (at least minDrain per batch), so
-// checkpointing keeps up with logging even when every state is of a
-// different key, and the log stays within about three epochs; once the batch
+// it was logged) are written to their own entries, each batch taking a share
+// in proportion to the states it logs (at least minDrain), so that the epoch
+// drains while as many states are logged as it logged: checkpointing keeps
+// up with logging even when every state is of a different key, and the log
+// stays within about three epochs; once the batch
 // holding the last of them is durable, the epoch's records are deleted in
 // the next batch. A counter logged a thousand times in an epoch is written
 // to its entry once: the longer the epoch, the more writes the log saves.
@@ -28,9 +31,8 @@ const (
 	// about three epochs (the draining one, and the current one growing
 	// while it drains), which Open replays after a crash in a second or two.
 	epochRecords = 16384
-	// minDrain is the fewest counters a batch checkpoints while an epoch
-	// drains.
-	minDrain = 256
+	// minDrain is the fewest keys a batch checkpoints while an epoch drains.
+	minDrain = 32
 )
 
 // loggedKey is a key whose state the counter log holds: a counter
@@ -50,9 +52,9 @@ type counterLog struct {
 
 	members map[loggedKey]struct{} // keys logged in the current epoch
 	keys    [][]byte               // the current epoch's log records
-	batches int                    // batches the current epoch has prepared
+	states  int                    // states the current epoch logged
 	batch   int                    // states logged by the batch being prepared
-	rate    int                    // keys to checkpoint per batch while draining
+	ratio   float64                // while draining: keys to checkpoint per state logged
 
 	drain     []loggedKey // the ending epoch's keys not yet checkpointed
 	drainKeys [][]byte    // the ending epoch's records, deleted once drain is durable
@@ -80,21 +82,24 @@ func (l *counterLog) wrote(recs []store.Mutation) {
 // and the previous one is done, and appends the checkpoint writes and log
 // deletions due; done must see the batch's outcome.
 func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mutation, drained []loggedKey, deleted [][]byte, err error) {
+	logged := l.batch
 	l.batch = 0
-	l.batches++
+	l.states += logged
 	if len(l.keys) >= l.epochRecords && len(l.drain) == 0 && l.drainKeys == nil {
 		l.drain = make([]loggedKey, 0, len(l.members))
 		for k := range l.members {
 			l.drain = append(l.drain, k)
 		}
-		// Spread over as many batches as the epoch took: as fast as it
-		// logged states even if each was of a different key, and no
-		// burst of writes when it logged the same keys over and over.
-		l.rate = (len(l.drain) + l.batches - 1) / l.batches
-		l.drainKeys, l.keys, l.batches = l.keys, nil, 0
+		// Checkpoint in step with logging: the epoch drains while as many
+		// states are logged as it logged (as fast as logging even if each
+		// state was of a different key), each batch taking its share by
+		// the states it logs, so small batches stay small and the epoch's
+		// writes come in no burst.
+		l.ratio = float64(len(l.drain)) / float64(max(l.states, 1))
+		l.drainKeys, l.keys, l.states = l.keys, nil, 0
 		l.members = make(map[loggedKey]struct{})
 	}
-	n := min(len(l.drain), max(minDrain, l.rate))
+	n := min(len(l.drain), max(minDrain, int(math.Ceil(l.ratio*float64(logged)))))
 	drained = l.drain[len(l.drain)-n:]
 	l.drain = l.drain[: len(l.drain)-n : len(l.drain)-n] // appends must not write over drained
 	for _, k := range drained {

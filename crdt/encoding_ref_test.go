@@ -211,6 +211,25 @@ var negativeSamples = func() (out []uint64) {
 // the three positions; and the same frames cut short inside that value.
 func intWidthFrames() [][]byte {
 	var out [][]byte
+	eachIntForm(func(_ uint64, f intForm) {
+		for pos := range 3 {
+			slot := [][]byte{{0x01}, {0x01}, {0x01}}
+			slot[pos] = f.enc
+			p := frame(append([][]byte{{0x93}}, slot...)...)
+			out = append(out, frame(pnHeader, p, emptyArray))
+			out = append(out, frame(pnHeader, emptyArray, p))
+			if len(f.enc) > 1 {
+				cut := frame(append([][]byte{pnHeader, {0x93}}, slot[:pos]...)...)
+				out = append(out, frame(cut, f.enc[:len(f.enc)-1]))
+			}
+		}
+	})
+	return out
+}
+
+// eachIntForm calls fn with every sample (unsigned, then negative) and each
+// integer form it can be written in.
+func eachIntForm(fn func(v uint64, f intForm)) {
 	for _, signed := range []bool{false, true} {
 		samples := intSamples
 		if signed {
@@ -218,21 +237,10 @@ func intWidthFrames() [][]byte {
 		}
 		for _, v := range samples {
 			for _, f := range intForms(v, signed) {
-				for pos := range 3 {
-					slot := [][]byte{{0x01}, {0x01}, {0x01}}
-					slot[pos] = f.enc
-					p := frame(append([][]byte{{0x93}}, slot...)...)
-					out = append(out, frame(pnHeader, p, emptyArray))
-					out = append(out, frame(pnHeader, emptyArray, p))
-					if len(f.enc) > 1 {
-						cut := frame(append([][]byte{pnHeader, {0x93}}, slot[:pos]...)...)
-						out = append(out, frame(cut, f.enc[:len(f.enc)-1]))
-					}
-				}
+				fn(v, f)
 			}
 		}
 	}
-	return out
 }
 
 // headerFrames write the state of sample 2 with every array-header form.
@@ -253,24 +261,16 @@ func headerFrames() [][]byte {
 func TestUnmarshalIntegerForms(t *testing.T) {
 	// Every integer form DecodeUint64 reads is read to the same value, in
 	// every position of a slot.
-	for _, signed := range []bool{false, true} {
-		samples := intSamples
-		if signed {
-			samples = negativeSamples
+	eachIntForm(func(v uint64, f intForm) {
+		in := frame(pnHeader, []byte{0x93, 0x01}, f.enc, []byte{0x01}, emptyArray)
+		var c crdt.PNCounter
+		if err := c.UnmarshalBinary(in); err != nil {
+			t.Fatalf("count %d as %s (% x): %v", v, f.name, f.enc, err)
 		}
-		for _, v := range samples {
-			for _, f := range intForms(v, signed) {
-				in := frame(pnHeader, []byte{0x93, 0x01}, f.enc, []byte{0x01}, emptyArray)
-				var c crdt.PNCounter
-				if err := c.UnmarshalBinary(in); err != nil {
-					t.Fatalf("count %d as %s (% x): %v", v, f.name, f.enc, err)
-				}
-				if got := c.P.Get(1).Count; got != v {
-					t.Fatalf("count %d as %s (% x) read as %d", v, f.name, f.enc, got)
-				}
-			}
+		if got := c.P.Get(1).Count; got != v {
+			t.Fatalf("count %d as %s (% x) read as %d", v, f.name, f.enc, got)
 		}
-	}
+	})
 }
 
 func TestUnmarshalMatchesReference(t *testing.T) {

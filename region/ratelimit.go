@@ -25,13 +25,24 @@ type keyedLimiter struct {
 
 type limiterShard struct {
 	mu       sync.Mutex // protects cur and old
-	cur, old map[string]*rate.Limiter
+	cur, old map[string]limiterSlot
+}
+
+// limiterSlot is one key's bucket. A key seen once needs no rate.Limiter:
+// its bucket started full, so that event was allowed (with a burst of at
+// least 1), and firstNs records when. The limiter is made when the key comes
+// back, and takes that first event again at its time before the new one, so
+// it ends in the state it would have had from the start. Most keys of a
+// viral video's viewers are seen once.
+type limiterSlot struct {
+	lim     *rate.Limiter // nil until the key's second event
+	firstNs int64         // the first event's time, unix ns, while lim is nil
 }
 
 func newKeyedLimiter(perSecond float64, burst, maxKeys int) *keyedLimiter {
 	l := &keyedLimiter{limit: rate.Limit(perSecond), burst: burst, perGen: max(1, maxKeys/limiterShards/2), seed: maphash.MakeSeed()}
 	for i := range l.shards {
-		l.shards[i].cur = make(map[string]*rate.Limiter)
+		l.shards[i].cur = make(map[string]limiterSlot)
 	}
 	return l
 }
@@ -41,19 +52,33 @@ func (l *keyedLimiter) allow(key string, now time.Time) bool {
 	s := &l.shards[maphash.String(l.seed, key)%limiterShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, ok := s.cur[key]
-	if !ok {
-		if b, ok = s.old[key]; ok {
+	b, seen := s.cur[key]
+	if !seen {
+		if b, seen = s.old[key]; seen {
 			delete(s.old, key)
-		} else {
-			b = rate.NewLimiter(l.limit, l.burst)
 		}
 		if len(s.cur) >= l.perGen {
-			s.old, s.cur = s.cur, make(map[string]*rate.Limiter, l.perGen)
+			s.old, s.cur = s.cur, make(map[string]limiterSlot, l.perGen)
 		}
-		s.cur[key] = b
 	}
-	return b.AllowN(now, 1)
+	allowed := b.take(l, now, seen)
+	s.cur[key] = b
+	return allowed
+}
+
+// take takes one token at now from the bucket of a key seen before or not.
+func (b *limiterSlot) take(l *keyedLimiter, now time.Time, seen bool) bool {
+	switch {
+	case !seen && l.burst >= 1:
+		b.firstNs = now.UnixNano() // a full bucket: the first event is allowed
+		return true
+	case b.lim == nil:
+		b.lim = rate.NewLimiter(l.limit, l.burst)
+		if seen {
+			b.lim.AllowN(time.Unix(0, b.firstNs), 1) // the first event, at its time
+		}
+	}
+	return b.lim.AllowN(now, 1)
 }
 
 // len is the number of buckets held.

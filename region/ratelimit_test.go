@@ -3,8 +3,11 @@ package region
 import (
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 func TestKeyedLimiterBoundedMemory(t *testing.T) {
@@ -96,5 +99,34 @@ func TestKeyedLimiterRefill(t *testing.T) {
 	}
 	if !l.allow("other", now) {
 		t.Fatal("another key shares the bucket")
+	}
+}
+
+// TestKeyedLimiterMatchesPerKeyLimiters: a key's bucket, made lazily on its
+// second event, decides every event as a rate.Limiter made at its first
+// event would, for bursts of 0, 1 and 3 and events at random times.
+func TestKeyedLimiterMatchesPerKeyLimiters(t *testing.T) {
+	for _, burst := range []int{0, 1, 3} {
+		rng := rand.New(rand.NewPCG(uint64(burst), 9))
+		l := newKeyedLimiter(2, burst, 1<<20) // no generation ever drops a key
+		ref := map[string]*rate.Limiter{}
+		now := t0
+		for i := range 5_000 {
+			// Mostly a few busy keys (each event a fraction of a token
+			// after the last), and now and then a new key seen once.
+			now = now.Add(time.Duration(rng.IntN(120)) * time.Millisecond)
+			key := fmt.Sprint("user-", rng.IntN(5))
+			if rng.IntN(10) == 0 {
+				key = fmt.Sprint("once-", i)
+			}
+			r := ref[key]
+			if r == nil {
+				r = rate.NewLimiter(2, burst)
+				ref[key] = r
+			}
+			if got, want := l.allow(key, now), r.AllowN(now, 1); got != want {
+				t.Fatalf("burst %d, event %d (%s at %v): allowed %v, a per-key limiter says %v", burst, i, key, now.Sub(t0), got, want)
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package region
 
 import (
 	"math"
+	"time"
 
 	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
@@ -48,7 +49,9 @@ type loggedKey interface {
 // goroutine uses it: Prepare and its after hook run there, one batch at a
 // time.
 type counterLog struct {
-	epochRecords int // epochRecords, or fewer in tests
+	epochRecords int              // epochRecords, or fewer in tests
+	seq          func() uint64    // names log records
+	rec          store.CounterLog // the batch being prepared's records
 
 	members map[loggedKey]struct{} // keys logged in the current epoch
 	keys    [][]byte               // the current epoch's log records
@@ -61,27 +64,33 @@ type counterLog struct {
 	deletes   [][]byte    // records to delete in the next batch
 }
 
-func newCounterLog() *counterLog {
-	return &counterLog{epochRecords: epochRecords, members: make(map[loggedKey]struct{})}
+func newCounterLog(seq func() uint64) *counterLog {
+	return &counterLog{epochRecords: epochRecords, seq: seq, members: make(map[loggedKey]struct{})}
 }
 
-// logged records that k's state went into the current epoch's log.
-func (l *counterLog) logged(k loggedKey) {
-	l.members[k] = struct{}{}
-	l.batch++
+// put logs k's state v, expiring at expiresMs (0: never), as lk's, in the
+// batch being prepared; or, on a nil log or for a state too large for a
+// record, appends the write of k's own entry (with ttl) to dst.
+func (l *counterLog) put(dst []store.Mutation, k crdt.Key, v []byte, expiresMs int64, ttl time.Duration, lk loggedKey) []store.Mutation {
+	if l != nil && l.rec.Add(k, v, expiresMs) {
+		l.members[lk] = struct{}{}
+		l.batch++
+		return dst
+	}
+	m := store.CounterValueMutation(k, v)
+	m.TTL = ttl
+	return append(dst, m)
 }
 
-// wrote records the log records a batch wrote.
-func (l *counterLog) wrote(recs []store.Mutation) {
-	for _, m := range recs {
+// prepare is the end of a batch's Prepare: it appends the batch's log
+// records, ends the epoch if it is full and the previous one is done, and
+// appends the checkpoint writes and log deletions due; done must see the
+// batch's outcome.
+func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mutation, drained []loggedKey, deleted [][]byte, err error) {
+	for _, m := range l.rec.Mutations(l.seq) {
+		dst = append(dst, m)
 		l.keys = append(l.keys, m.Key)
 	}
-}
-
-// prepare is the end of a batch's Prepare: it ends the epoch if it is full
-// and the previous one is done, and appends the checkpoint writes and log
-// deletions due; done must see the batch's outcome.
-func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mutation, drained []loggedKey, deleted [][]byte, err error) {
 	logged := l.batch
 	l.batch = 0
 	l.states += logged

@@ -109,25 +109,27 @@ func (k failingKey) checkpoint(int64) (store.Mutation, bool, error) {
 // be checkpointed, and its epoch's records are deleted only after it was,
 // durably.
 func TestCounterLogCheckpointFailure(t *testing.T) {
-	l := newCounterLog()
+	l := newCounterLog(func() uint64 { return 1 })
 	l.epochRecords = 1
 	fail := true
 	k := failingKey{&fail}
-	l.logged(k)
-	l.wrote([]store.Mutation{{Key: []byte("l-1")}})
-	_, drained, deleted, err := l.prepare(nil, 0) // ends the epoch; the checkpoint fails
-	if err == nil || len(drained) != 1 || len(deleted) != 0 {
-		t.Fatalf("first batch: drained %d, deleted %d, err %v; want the failed checkpoint reported", len(drained), len(deleted), err)
+	if muts := l.put(nil, crdt.Key{Video: "v", Event: "view"}, []byte{0x92, 0x90, 0x90}, 0, 0, k); len(muts) != 0 {
+		t.Fatalf("put wrote %+v, want the state logged", muts)
 	}
+	muts, drained, deleted, err := l.prepare(nil, 0) // ends the epoch; the checkpoint fails
+	if err == nil || len(drained) != 1 || len(deleted) != 0 || len(muts) != 1 || muts[0].Key[0] != 'l' {
+		t.Fatalf("first batch: %+v, drained %d, deleted %d, err %v; want the record written and the failed checkpoint reported", muts, len(drained), len(deleted), err)
+	}
+	record := string(muts[0].Key)
 	l.done(nil, drained, deleted)
 	fail = false
-	muts, drained, deleted, err := l.prepare(nil, 0) // the retry
+	muts, drained, deleted, err = l.prepare(nil, 0) // the retry
 	if err != nil || len(drained) != 1 || len(deleted) != 0 || len(muts) != 1 {
 		t.Fatalf("retry: %d writes, drained %d, deleted %d, err %v; want the checkpoint written, nothing deleted yet", len(muts), len(drained), len(deleted), err)
 	}
 	l.done(nil, drained, deleted)
 	muts, _, deleted, err = l.prepare(nil, 0)
-	if err != nil || len(deleted) != 1 || string(deleted[0]) != "l-1" || len(muts) != 1 || !muts[0].Delete {
+	if err != nil || len(deleted) != 1 || string(deleted[0]) != record || len(muts) != 1 || !muts[0].Delete {
 		t.Fatalf("after the durable checkpoint: %+v, deleted %q, err %v; want the epoch's record deleted", muts, deleted, err)
 	}
 }

@@ -33,10 +33,9 @@ type counterTable struct {
 	// self is this node's replica ID: its increments take the lock-free
 	// path (counterEntry.pending).
 	self crdt.ReplicaID
-	// seq names counter log records (store.CounterLog); nil writes every
-	// state to its own entry.
-	seq func() uint64
-	log *counterLog // the node's counter log (shared with its unique-viewer table); Prepare's alone
+	// log is the node's counter log (shared with its unique-viewer table),
+	// used by Prepare alone; nil writes every state to its own entry.
+	log *counterLog
 
 	// names shares the Event strings of time-bucket keys between entries.
 	names nameCache
@@ -250,7 +249,6 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 	}
 	snaps := make([]snapshot, 0, len(dirty))
 	var encErr error
-	var log store.CounterLog
 	// prev is the state taken from the previous entry, prevV its encoding.
 	// An event increments its counter and its three buckets one after the
 	// other, so for a video first seen in this minute the four are queued
@@ -288,17 +286,8 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 		if ttl > 0 {
 			expiresMs = nowMs + ttl.Milliseconds()
 		}
-		if t.seq != nil && log.Add(e.key, v, expiresMs) {
-			t.log.logged(loggedCounter{t, e})
-		} else {
-			dst = append(dst, store.Mutation{Key: store.CounterKey(e.key), Value: v, TTL: ttl})
-		}
+		dst = t.log.put(dst, e.key, v, expiresMs, ttl, loggedCounter{t, e})
 		snaps = append(snaps, snapshot{e, st})
-	}
-	if t.seq != nil {
-		recs := log.Mutations(t.seq)
-		dst = append(dst, recs...)
-		t.log.wrote(recs)
 	}
 	if len(snaps) == 0 {
 		return dst, func(error) {}, encErr

@@ -220,9 +220,8 @@ func Open(cfg Config) (*Node, error) {
 	// every stored block's, and (for events, whose keys hold their time) at
 	// the clock, so that keys stay unique across restarts.
 	n.eventSeq.Store(max(uint64(time.Now().UnixNano()), maxBlockSeq+1))
-	n.clog = newCounterLog()
-	n.counters.seq, n.counters.log = n.nextSeq, n.clog
-	n.uniques.seq, n.uniques.log = n.nextSeq, n.clog
+	n.clog = newCounterLog(n.nextSeq)
+	n.counters.log, n.uniques.log = n.clog, n.clog
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,
 		MaxPending: cfg.MaxPending,

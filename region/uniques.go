@@ -44,9 +44,9 @@ type uniqueTable struct {
 	// most once: a chunk is appended only when its queued bit goes from 0 to 1.
 	queue keyQueue[crdt.Key]
 
-	// seq names counter log records; nil writes every chunk to its own entry.
-	seq func() uint64
-	log *counterLog // the node's counter log (shared with its counters); Prepare's alone
+	// log is the node's counter log (shared with its counters), used by
+	// Prepare alone; nil writes every chunk to its own entry.
+	log *counterLog
 }
 
 type uniqueShard struct {
@@ -365,24 +365,13 @@ type chunkWrite struct {
 func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWrite, error) {
 	queue := t.queue.take()
 	var written []chunkWrite
-	var log store.CounterLog
 	for _, k := range queue {
 		w := chunkWrite{key: k}
 		if !t.take(k, &w.regs) {
 			continue
 		}
-		v := crdt.AppendChunkState(nil, &w.regs)
-		if t.seq != nil && log.Add(k, v, 0) {
-			t.log.logged(loggedChunk{t, k})
-		} else {
-			dst = append(dst, store.CounterValueMutation(k, v))
-		}
+		dst = t.log.put(dst, k, crdt.AppendChunkState(nil, &w.regs), 0, 0, loggedChunk{t, k})
 		written = append(written, w)
-	}
-	if t.seq != nil {
-		recs := log.Mutations(t.seq)
-		dst = append(dst, recs...)
-		t.log.wrote(recs)
 	}
 	return dst, written, nil
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -192,24 +191,15 @@ func (s *Store) ReplayCounterLog(nowMs int64) (int, error) {
 			if m.exp != 0 && m.exp <= nowMs {
 				continue // expired: nothing reads it any more
 			}
-			key := CounterKey(k)
-			var cur crdt.PNCounter
-			item, err := txn.Get(key)
-			switch {
-			case errors.Is(err, badger.ErrKeyNotFound):
-			case err != nil:
-				return fmt.Errorf("read counter %s: %w", k, err)
-			default:
-				if err := item.Value(cur.UnmarshalBinary); err != nil {
-					return fmt.Errorf("decode counter %s: %w", k, err)
-				}
+			cur, _, err := counterIn(txn, k)
+			if err != nil {
+				return err
 			}
 			cur.Merge(m.c)
-			v, err := cur.MarshalBinary()
+			mut, err := CounterMutation(k, cur)
 			if err != nil {
-				return fmt.Errorf("encode counter %s: %w", k, err)
+				return err
 			}
-			mut := Mutation{Key: key, Value: v}
 			if m.exp != 0 {
 				mut.TTL = time.Duration(m.exp-nowMs) * time.Millisecond
 			}

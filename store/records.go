@@ -72,16 +72,22 @@ func CounterValueMutation(k crdt.Key, v []byte) Mutation {
 // Counter reads the stored state of k; ok is false if it has none.
 func (s *Store) Counter(k crdt.Key) (c crdt.PNCounter, ok bool, err error) {
 	err = s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(CounterKey(k))
-		if err != nil {
-			return err
-		}
-		return item.Value(c.UnmarshalBinary)
+		c, ok, err = counterIn(txn, k)
+		return err
 	})
+	return c, ok, err
+}
+
+// counterIn reads the stored state of k in txn; ok is false if it has none.
+func counterIn(txn *badger.Txn, k crdt.Key) (c crdt.PNCounter, ok bool, err error) {
+	item, err := txn.Get(CounterKey(k))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 		return crdt.PNCounter{}, false, nil
 	case err != nil:
+		return crdt.PNCounter{}, false, fmt.Errorf("read counter %s: %w", k, err)
+	}
+	if err := item.Value(c.UnmarshalBinary); err != nil {
 		return crdt.PNCounter{}, false, fmt.Errorf("read counter %s: %w", k, err)
 	}
 	return c, true, nil

@@ -76,9 +76,9 @@ func BenchmarkHotKeyIncrement(b *testing.B) {
 		r    crdt.ReplicaID
 	}{{"own", 1}, {"locked", 2}} {
 		b.Run(tc.name, func(b *testing.B) {
-			t := newCounterTable()
+			t := newCounterTable(0)
 			t.self = 1
-			e := t.insert(crdt.Key{Video: "hot", Event: EventView}, crdt.PNCounter{})
+			e := t.add(crdt.Key{Video: "hot", Event: EventView})
 			var ops atomic.Int64
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {

@@ -124,7 +124,7 @@ func BenchmarkHotVideoBucketMemory(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				n.counters.merge(e, st)
+				n.counters.merged(e, st)
 			}
 			if m%1000 == 999 {
 				if err := n.committer.Flush(ctx); err != nil {

@@ -76,6 +76,13 @@ type Config struct {
 	// totals only, and series and trending answer an error. It saves the
 	// memory and writes of three buckets per counter and minute.
 	DisableTimeBuckets bool
+	// CounterCache bounds the counters (totals and time buckets) held in
+	// memory; 0 holds every counter touched since start. Beyond it, each
+	// group commit evicts clean counters, least recently used first
+	// (roughly), and the next use reads one back from Badger. Counters the
+	// counter log holds and has not checkpointed yet stay until it has, so
+	// a node may hold more for a while.
+	CounterCache int
 	// TopWindows are the windows GET /v1/top serves (DefaultTopWindows if nil).
 	TopWindows []TopWindow
 	// Logger receives the node's structured logs. Nil discards them.
@@ -91,6 +98,10 @@ type Config struct {
 	// opening DataDir; the node does not close it. A node abandoned without
 	// Close models a crash: what it never committed is lost.
 	Store *store.Store
+	// CounterLogEpoch is how many records a counter-log epoch writes before
+	// it is checkpointed (0: the default, about 16 MB of log); small values
+	// checkpoint often.
+	CounterLogEpoch int
 	// ManualCommit runs the group committer without a goroutine: batches
 	// are written only by Node.StepCommit. Use SubmitViews, not RecordViews
 	// (which would wait forever for a batch nobody writes).
@@ -122,6 +133,10 @@ var DefaultRetention = Retention{Minute: 7 * 24 * time.Hour, Hour: 365 * 24 * ti
 // DefaultEventTypes are the event types counted besides views and likes.
 var DefaultEventTypes = []string{"share"}
 
+// DefaultCounterCache is the default CounterCache: four million counters,
+// a million videos' totals and time buckets, about 700 MB.
+const DefaultCounterCache = 4_000_000
+
 // DefaultConfig returns the production defaults for a node in region "local"
 // with its data in ./data.
 func DefaultConfig() Config {
@@ -138,6 +153,7 @@ func DefaultConfig() Config {
 		UserBurst:      50,
 		RateLimitKeys:  1 << 20,
 		MaxPending:     1_000_000,
+		CounterCache:   DefaultCounterCache,
 		EventTypes:     DefaultEventTypes,
 		Retention:      DefaultRetention,
 	}
@@ -170,6 +186,8 @@ func (c Config) Validate() error {
 	check(c.IPRate >= 0 && (c.IPRate == 0 || c.IPBurst >= 1), "ip rate %v/s burst %d: want 0 (off) or > 0 with burst ≥ 1", c.IPRate, c.IPBurst)
 	check(c.RateLimitKeys >= 16, "rate limit keys %d: want at least 16", c.RateLimitKeys)
 	check(c.MaxPending >= 1, "max pending %d: want at least 1", c.MaxPending)
+	check(c.CounterCache >= 0, "counter cache %d: want 0 (no bound) or more", c.CounterCache)
+	check(c.CounterLogEpoch >= 0, "counter log epoch %d: want 0 (default) or more", c.CounterLogEpoch)
 	seen := map[string]bool{EventView: true, EventLike: true, "unlike": true}
 	for _, ev := range c.EventTypes {
 		check(validID(ev) && len(ev) <= MaxEventLen, "event type %q: want 1-%d bytes of [A-Za-z0-9_.:-]", ev, MaxEventLen)

@@ -43,6 +43,11 @@ const (
 // every changed key was logged, so the current state is the latest logged.
 type loggedKey interface {
 	checkpoint(nowMs int64) (m store.Mutation, ok bool, err error)
+	// setLogged records whether the log holds a state of the key that its
+	// own entry may lack (true from the batch that logs it until a
+	// checkpoint that covers it is durable): such a key must stay in
+	// memory, where its latest state is.
+	setLogged(bool)
 }
 
 // counterLog is the checkpoint state of the counter log. Only the committer
@@ -54,6 +59,10 @@ type counterLog struct {
 	rec          store.CounterLog // the batch being prepared's records
 
 	members map[loggedKey]struct{} // keys logged in the current epoch
+	// logged is members in the order first logged: the order they are
+	// checkpointed in, which depends on nothing but the order of batches
+	// (the simulator's runs repeat exactly).
+	logged []loggedKey
 	keys    [][]byte               // the current epoch's log records
 	states  int                    // states the current epoch logged
 	batch   int                    // states logged by the batch being prepared
@@ -73,7 +82,11 @@ func newCounterLog(seq func() uint64) *counterLog {
 // record, appends the write of k's own entry (with ttl) to dst.
 func (l *counterLog) put(dst []store.Mutation, k crdt.Key, v []byte, expiresMs int64, ttl time.Duration, lk loggedKey) []store.Mutation {
 	if l != nil && l.rec.Add(k, v, expiresMs) {
-		l.members[lk] = struct{}{}
+		if _, ok := l.members[lk]; !ok {
+			l.members[lk] = struct{}{}
+			l.logged = append(l.logged, lk)
+		}
+		lk.setLogged(true)
 		l.batch++
 		return dst
 	}
@@ -85,7 +98,8 @@ func (l *counterLog) put(dst []store.Mutation, k crdt.Key, v []byte, expiresMs i
 // prepare is the end of a batch's Prepare: it appends the batch's log
 // records, ends the epoch if it is full and the previous one is done, and
 // appends the checkpoint writes and log deletions due; done must see the
-// batch's outcome.
+// batch's outcome. drained is the keys checkpointed (a key whose checkpoint
+// failed is back in the drain, and err says why).
 func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mutation, drained []loggedKey, deleted [][]byte, err error) {
 	for _, m := range l.rec.Mutations(l.seq) {
 		dst = append(dst, m)
@@ -95,10 +109,7 @@ func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mut
 	l.batch = 0
 	l.states += logged
 	if len(l.keys) >= l.epochRecords && len(l.drain) == 0 && l.drainKeys == nil {
-		l.drain = make([]loggedKey, 0, len(l.members))
-		for k := range l.members {
-			l.drain = append(l.drain, k)
-		}
+		l.drain, l.logged = l.logged, nil
 		// Checkpoint in step with logging: the epoch drains while as many
 		// states are logged as it logged (as fast as logging even if each
 		// state was of a different key), each batch taking its share by
@@ -109,18 +120,21 @@ func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mut
 		l.members = make(map[loggedKey]struct{})
 	}
 	n := min(len(l.drain), max(minDrain, int(math.Ceil(l.ratio*float64(logged)))))
-	drained = l.drain[len(l.drain)-n:]
-	l.drain = l.drain[: len(l.drain)-n : len(l.drain)-n] // appends must not write over drained
-	for _, k := range drained {
+	taken := l.drain[len(l.drain)-n:]
+	l.drain = l.drain[: len(l.drain)-n : len(l.drain)-n] // appends must not write over taken
+	drained = taken[:0]
+	for _, k := range taken {
 		m, ok, cerr := k.checkpoint(nowMs)
 		switch {
 		case cerr != nil:
 			// Not checkpointed: the epoch's records must stay until it is.
 			err = cerr
 			l.drain = append(l.drain, k)
+			continue
 		case ok:
 			dst = append(dst, m)
 		}
+		drained = append(drained, k)
 	}
 	deleted = l.takeDeletes()
 	return append(dst, store.CounterLogDeletes(deleted)...), drained, deleted, err
@@ -136,6 +150,8 @@ func (c loggedCounter) checkpoint(nowMs int64) (store.Mutation, bool, error) {
 	return c.t.checkpoint(c.e, nowMs)
 }
 
+func (c loggedCounter) setLogged(v bool) { c.e.inLog = v }
+
 // loggedChunk is a unique-viewer chunk of t in the counter log.
 type loggedChunk struct {
 	t *uniqueTable
@@ -149,6 +165,9 @@ func (c loggedChunk) checkpoint(int64) (store.Mutation, bool, error) {
 	}
 	return store.CounterValueMutation(c.k, crdt.AppendChunkState(nil, &regs)), true, nil
 }
+
+// setLogged does nothing: sketches stay in memory whole.
+func (loggedChunk) setLogged(bool) {}
 
 // takeDeletes hands over the records this batch deletes.
 func (l *counterLog) takeDeletes() [][]byte {
@@ -164,6 +183,13 @@ func (l *counterLog) done(err error, drained []loggedKey, deleted [][]byte) {
 		l.drain = append(l.drain, drained...)
 		l.deletes = append(l.deletes, deleted...)
 		return
+	}
+	for _, k := range drained {
+		// Its entry now holds every state the log does, unless the
+		// current epoch logged it again.
+		if _, again := l.members[k]; !again {
+			k.setLogged(false)
+		}
 	}
 	if len(drained) > 0 && len(l.drain) == 0 && l.drainKeys != nil {
 		// Every counter of the ending epoch is in its entry, durably: its

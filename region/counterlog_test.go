@@ -105,6 +105,8 @@ func (k failingKey) checkpoint(int64) (store.Mutation, bool, error) {
 	return store.Mutation{Key: []byte("c-key"), Value: []byte{0x92, 0x90, 0x90}}, true, nil
 }
 
+func (failingKey) setLogged(bool) {}
+
 // TestCounterLogCheckpointFailure: a key whose checkpoint failed stays to
 // be checkpointed, and its epoch's records are deleted only after it was,
 // durably.
@@ -117,7 +119,7 @@ func TestCounterLogCheckpointFailure(t *testing.T) {
 		t.Fatalf("put wrote %+v, want the state logged", muts)
 	}
 	muts, drained, deleted, err := l.prepare(nil, 0) // ends the epoch; the checkpoint fails
-	if err == nil || len(drained) != 1 || len(deleted) != 0 || len(muts) != 1 || muts[0].Key[0] != 'l' {
+	if err == nil || len(drained) != 0 || len(deleted) != 0 || len(muts) != 1 || muts[0].Key[0] != 'l' {
 		t.Fatalf("first batch: %+v, drained %d, deleted %d, err %v; want the record written and the failed checkpoint reported", muts, len(drained), len(deleted), err)
 	}
 	record := string(muts[0].Key)

@@ -39,11 +39,31 @@ type counterTable struct {
 
 	// names shares the Event strings of time-bucket keys between entries.
 	names nameCache
+
+	// capacity is the most entries the table keeps in memory (0: no
+	// bound); beyond it, Prepare evicts clean ones (evict).
+	capacity int
+	count    atomic.Int64  // entries in the table
+	inserted atomic.Int64  // entries inserted since the last sweep
+	evicted  atomic.Uint64 // entries evicted since the table was made
+	// queue holds the entries in the order the sweep visits them (only
+	// with a capacity): a second-chance FIFO, in an order that depends on
+	// nothing but the order of inserts, so that the simulator's runs
+	// repeat exactly.
+	queueMu sync.Mutex // protects queue
+	queue   entryQueue
+	// onEvict, if set, is called (on the committer goroutine, before the
+	// entry leaves the table) with the key of each evicted entry.
+	onEvict func(crdt.Key)
 }
 
 type counterShard struct {
-	mu sync.RWMutex // protects m
+	mu sync.RWMutex // protects m and gen
 	m  map[crdt.Key]*counterEntry
+	// gen counts the times entries left m (evicted or expired): a state
+	// read from Badger while gen did not change is no older than any entry
+	// that left (insert).
+	gen uint64
 }
 
 // counterEntry is one counter. Writers hold mu, except this node's own
@@ -51,6 +71,11 @@ type counterShard struct {
 // video does not serialise its writers on mu (issue 9). They add to pending,
 // which whoever next holds mu folds into live (foldLocked) before reading
 // or changing it. Readers load view without locking.
+//
+// Eviction: an entry whose every change is durable in its own Badger entry
+// can leave memory (counterTable.evict); it is then flagged evicted, and a
+// path that resolved it before taking the admission gate resolves its key
+// again (Node.reresolve, counterTable.merge).
 //
 // Memory: a node holds an entry for every counter and time bucket it has
 // touched, four per video, so an entry is kept small (80 bytes, a Go size
@@ -65,7 +90,11 @@ type counterEntry struct {
 	// liveOwned reports that live is this entry's own copy, referenced by
 	// neither view nor a batch, which may change in place.
 	liveOwned bool
-	dirty     atomic.Bool // live (or pending) is ahead of what was last handed to a batch
+	// inLog reports that a state of this counter is in the counter log and
+	// no checkpoint that covers it is durable yet: its own Badger entry may
+	// be behind, so it must not be evicted. Committer goroutine only.
+	inLog bool
+	flags atomic.Uint32 // flagDirty, flagUsed, flagEvicted
 	// live is every applied increment, durable or not, but pending. It is
 	// never nil; unless liveOwned, it is shared and must not change.
 	live *crdt.PNCounter
@@ -75,6 +104,20 @@ type counterEntry struct {
 
 	view durableView // the state known to be on disk, for lock-free reads
 }
+
+// Bits of counterEntry.flags.
+const (
+	// flagDirty: live (or pending) is ahead of what was last handed to a
+	// batch.
+	flagDirty = 1 << iota
+	// flagUsed: the entry was resolved or changed since the last eviction
+	// sweep passed it (its second chance).
+	flagUsed
+	// flagEvicted: the entry has left the table; whoever holds it must
+	// resolve its key again before changing it. Set with mu held and the
+	// admission gate held exclusively; never cleared.
+	flagEvicted
+)
 
 // durableView holds a counter's durable state. A state stored in it is
 // never changed again (writers holding the entry's mu replace it), so a
@@ -107,8 +150,10 @@ func (v *durableView) Load() countView {
 // new counter holds it until its first change.
 var emptyState = &crdt.PNCounter{}
 
-func newCounterTable() *counterTable {
-	t := &counterTable{seed: maphash.MakeSeed()}
+// newCounterTable returns a table that holds at most capacity entries
+// (0: no bound) once Prepare has evicted.
+func newCounterTable(capacity int) *counterTable {
+	t := &counterTable{seed: maphash.MakeSeed(), capacity: capacity}
 	t.names.seed = maphash.MakeSeed()
 	for i := range t.shards {
 		t.shards[i].m = make(map[crdt.Key]*counterEntry)
@@ -127,21 +172,66 @@ func (t *counterTable) shard(k crdt.Key) *counterShard {
 
 // lookup returns the entry for k if it is in memory.
 func (t *counterTable) lookup(k crdt.Key) *counterEntry {
-	s := t.shard(k)
-	s.mu.RLock()
-	e := s.m[k]
-	s.mu.RUnlock()
+	e, _ := t.find(k)
 	return e
 }
 
-// insert adds an entry for k holding the durable state c, unless another
-// goroutine got there first; it returns the entry that is in the table.
-func (t *counterTable) insert(k crdt.Key, c crdt.PNCounter) *counterEntry {
+// find returns the entry for k if it is in memory, and the generation of
+// k's shard to pass to insert.
+func (t *counterTable) find(k crdt.Key) (*counterEntry, uint64) {
+	s := t.shard(k)
+	s.mu.RLock()
+	e, gen := s.m[k], s.gen
+	s.mu.RUnlock()
+	return e, gen
+}
+
+// load returns k's entry, resolving a miss with read: the state stored for
+// k, and whether to hold it in memory (false: load returns nil). A state
+// read while an entry of k's shard left memory may be older than that entry
+// was, so it is read again.
+func (t *counterTable) load(k crdt.Key, read func() (c crdt.PNCounter, hold bool, err error)) (*counterEntry, error) {
+	for {
+		e, gen := t.find(k)
+		if e != nil {
+			e.touch()
+			return e, nil
+		}
+		c, hold, err := read()
+		if err != nil || !hold {
+			return nil, err
+		}
+		if e, ok := t.insert(k, c, gen); ok {
+			return e, nil
+		}
+	}
+}
+
+// preload adds k's stored state c to the table, if it has room and k is
+// not in it. Only before serving: c must be k's latest state.
+func (t *counterTable) preload(k crdt.Key, c crdt.PNCounter) {
+	if t.capacity > 0 && t.len() >= t.capacity {
+		return
+	}
+	_, gen := t.find(k)
+	t.insert(k, c, gen)
+}
+
+// insert adds an entry for k holding the durable state c, read from Badger
+// when k's shard was at generation gen (find), unless another goroutine got
+// there first; it returns the entry that is in the table. It inserts
+// nothing, and ok is false, if an entry left k's shard since gen: it might
+// have been k's, newer than c.
+func (t *counterTable) insert(k crdt.Key, c crdt.PNCounter, gen uint64) (e *counterEntry, ok bool) {
 	s := t.shard(k)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if e, ok := s.m[k]; ok {
-		return e
+		s.mu.Unlock()
+		return e, true
+	}
+	if s.gen != gen {
+		s.mu.Unlock()
+		return nil, false
 	}
 	if k.IsBucket() {
 		k.Event = t.names.intern(k.Event)
@@ -151,23 +241,39 @@ func (t *counterTable) insert(k crdt.Key, c crdt.PNCounter) *counterEntry {
 		st = new(crdt.PNCounter)
 		*st = c // c's slots are ours from here (callers drop c), as live's were
 	}
-	e := &counterEntry{key: k, live: st}
+	e = &counterEntry{key: k, live: st}
+	e.flags.Store(flagUsed)
 	e.view.p.Store(st)
 	s.m[k] = e
-	return e
+	s.mu.Unlock()
+	t.count.Add(1)
+	t.inserted.Add(1)
+	if t.capacity > 0 {
+		// After the shard's lock: evict takes queueMu, then shard locks.
+		t.queueMu.Lock()
+		t.queue.push(e)
+		t.queueMu.Unlock()
+	}
+	return e, true
+}
+
+// touch flags e as used, sparing it the next eviction sweep.
+func (e *counterEntry) touch() {
+	if e.flags.Load()&flagUsed == 0 {
+		e.flags.Or(flagUsed)
+	}
+}
+
+// isEvicted reports whether e has left the table.
+func (e *counterEntry) isEvicted() bool { return e.flags.Load()&flagEvicted != 0 }
+
+// full reports whether the table holds more entries than its capacity.
+func (t *counterTable) full() bool {
+	return t.capacity > 0 && t.count.Load() > int64(t.capacity)
 }
 
 // len is the number of counters in memory.
-func (t *counterTable) len() int {
-	n := 0
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.RLock()
-		n += len(s.m)
-		s.mu.RUnlock()
-	}
-	return n
-}
+func (t *counterTable) len() int { return int(t.count.Load()) }
 
 // increment adds n views to replica r's slot of e and queues e for the next
 // batch. This node's own increments take no lock.
@@ -215,9 +321,9 @@ func (t *counterTable) decrement(e *counterEntry, r crdt.ReplicaID, nowMs int64)
 	t.enqueue(e.markDirty(), e)
 }
 
-// markDirty flags e dirty and reports whether it must join the dirty list
-// (it was clean).
-func (e *counterEntry) markDirty() bool { return !e.dirty.Swap(true) }
+// markDirty flags e dirty (and used) and reports whether it must join the
+// dirty list (it was clean).
+func (e *counterEntry) markDirty() bool { return e.flags.Or(flagDirty|flagUsed)&flagDirty == 0 }
 
 func (t *counterTable) enqueue(queue bool, e *counterEntry) {
 	if queue {
@@ -257,7 +363,7 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 	var prev *crdt.PNCounter
 	var prevV []byte
 	for _, e := range dirty {
-		e.dirty.Store(false) // before the fold: a later increment queues e again
+		e.flags.And(^uint32(flagDirty)) // before the fold: a later increment queues e again
 		e.mu.Lock()
 		t.foldLocked(e)
 		st := e.live
@@ -345,16 +451,22 @@ func (t *counterTable) checkpoint(e *counterEntry, nowMs int64) (m store.Mutatio
 }
 
 // merge folds a remote state into e and queues e for the next batch if that
-// changed anything; it reports whether it did.
-func (t *counterTable) merge(e *counterEntry, st crdt.PNCounter) bool {
+// changed anything; it reports whether it did. It takes no admission gate:
+// ok is false, and nothing changed, if e has been evicted (the caller
+// resolves its key again).
+func (t *counterTable) merge(e *counterEntry, st crdt.PNCounter) (changed, ok bool) {
 	e.mu.Lock()
+	if e.isEvicted() {
+		e.mu.Unlock()
+		return false, false
+	}
 	t.foldLocked(e)
 	// A state already covered (a resend, an echo) changes nothing: test
 	// before copying a shared live state to merge into.
-	changed := !e.live.Covers(st) && e.mutableLive().Merge(st)
+	changed = !e.live.Covers(st) && e.mutableLive().Merge(st)
 	e.mu.Unlock()
 	t.enqueue(changed && e.markDirty(), e)
-	return changed
+	return changed, true
 }
 
 // remove drops from memory every counter whose key matches expired and
@@ -364,15 +476,130 @@ func (t *counterTable) remove(expired func(crdt.Key) bool) int {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for k := range s.m {
+		before := n
+		for k, e := range s.m {
 			if expired(k) {
+				e.flags.Or(flagEvicted) // the eviction queue drops it
 				delete(s.m, k)
 				n++
 			}
 		}
+		if n > before {
+			s.gen++
+		}
 		s.mu.Unlock()
 	}
+	t.count.Add(-int64(n))
 	return n
+}
+
+// Eviction sweeps: how many entries a sweep examines, at most, per entry
+// inserted since the last one, and besides.
+const (
+	sweepPerInsert = 2
+	sweepSlack     = 256
+	sweepMax       = 1 << 16
+)
+
+// evict drops entries from memory while the table holds more than its
+// capacity. An entry goes if every change to it is durable in its own Badger
+// entry, where the next lookup reads it back: it is not dirty, has no
+// pending increments, its live state is its durable one and no log record
+// holds a state its entry lacks (inLog). An entry used since the sweep last
+// passed it is spared once (its second chance, CLOCK's rule): the sweep
+// evicts entries not resolved, read or changed for the longest, roughly.
+// The work is bounded by the entries inserted since the last sweep, so that
+// a table pinned above its capacity (by entries the log holds) costs each
+// batch little.
+//
+// It runs in Prepare, on the committer goroutine, with the admission gate
+// held exclusively: no ingest is between resolving an entry and changing
+// it, and those that resolved one before taking the gate check it again
+// after (Node.reresolve). It returns how many entries it evicted.
+func (t *counterTable) evict() int {
+	inserted := t.inserted.Swap(0)
+	over := t.count.Load() - int64(t.capacity)
+	if t.capacity <= 0 || over <= 0 {
+		return 0
+	}
+	budget := min(sweepPerInsert*inserted+sweepSlack, sweepMax)
+	n := 0
+	t.queueMu.Lock()
+	defer t.queueMu.Unlock()
+	for ; budget > 0 && int64(n) < over; budget-- {
+		e, ok := t.queue.pop()
+		if !ok {
+			break
+		}
+		s := t.shard(e.key)
+		s.mu.Lock()
+		if e.isEvicted() {
+			s.mu.Unlock()
+			continue // expired: it left the table already
+		}
+		if !t.evictable(e) {
+			s.mu.Unlock()
+			t.queue.push(e)
+			continue
+		}
+		if t.onEvict != nil {
+			t.onEvict(e.key)
+		}
+		delete(s.m, e.key)
+		s.gen++
+		s.mu.Unlock()
+		n++
+	}
+	t.count.Add(-int64(n))
+	t.evicted.Add(uint64(n))
+	return n
+}
+
+// entryQueue is a FIFO of entries.
+type entryQueue struct {
+	q    []*counterEntry
+	head int // q[head:] are queued
+}
+
+func (q *entryQueue) push(e *counterEntry) { q.q = append(q.q, e) }
+
+func (q *entryQueue) pop() (*counterEntry, bool) {
+	if q.head == len(q.q) {
+		return nil, false
+	}
+	e := q.q[q.head]
+	q.q[q.head] = nil
+	q.head++
+	if q.head >= 1024 && 2*q.head >= len(q.q) {
+		// Half of the slice is spent: move the queue down.
+		n := copy(q.q, q.q[q.head:])
+		clear(q.q[n:])
+		q.q, q.head = q.q[:n], 0
+	}
+	return e, true
+}
+
+// evictable reports whether e may leave the table, and if it may, flags it
+// evicted; it clears a used flag instead (its second chance). Callers hold
+// e's shard's lock and the admission gate exclusively.
+func (t *counterTable) evictable(e *counterEntry) bool {
+	f := e.flags.Load()
+	if f&flagUsed != 0 {
+		e.flags.And(^uint32(flagUsed))
+		return false
+	}
+	if f&flagDirty != 0 || e.inLog || e.pending.Load() != 0 {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// Under mu: a merge (which takes no gate) changes live under it, and
+	// marks e dirty only after.
+	if e.live != e.view.state() || e.flags.Load()&(flagDirty|flagUsed) != 0 {
+		return false
+	}
+	e.flags.Or(flagEvicted)
+	return true
 }
 
 // liveEquals reports whether e's live state is exactly st.

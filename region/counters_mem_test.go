@@ -20,13 +20,13 @@ func TestCountViewNeverTorn(t *testing.T) {
 	const self = crdt.ReplicaID(1)
 	const base = int64(1_700_000_000_000)
 	const steps = 3000
-	tab := newCounterTable()
+	tab := newCounterTable(0)
 	tab.self = self
 	// a and b take the same changes (their states are shared); c also
 	// counts a view of its own every third step.
-	a := tab.insert(crdt.Key{Video: "a", Event: EventView}, crdt.PNCounter{})
-	b := tab.insert(crdt.Key{Video: "b", Event: EventView}, crdt.PNCounter{})
-	c := tab.insert(crdt.Key{Video: "c", Event: EventView}, crdt.PNCounter{})
+	a := tab.add(crdt.Key{Video: "a", Event: EventView})
+	b := tab.add(crdt.Key{Video: "b", Event: EventView})
+	c := tab.add(crdt.Key{Video: "c", Event: EventView})
 
 	// check reports a view that is not one of the states a publish makes:
 	// after step i, P = 2i (+ extra), N = i, lastUpdated = base + i.
@@ -122,10 +122,10 @@ func TestCountViewNeverTorn(t *testing.T) {
 // nothing.
 func TestStatesCopyOnWrite(t *testing.T) {
 	const self, peer = crdt.ReplicaID(1), crdt.ReplicaID(2)
-	tab := newCounterTable()
+	tab := newCounterTable(0)
 	tab.self = self
-	a := tab.insert(crdt.Key{Video: "a", Event: EventView}, crdt.PNCounter{})
-	b := tab.insert(crdt.Key{Video: "b", Event: EventView}, crdt.PNCounter{})
+	a := tab.add(crdt.Key{Video: "a", Event: EventView})
+	b := tab.add(crdt.Key{Video: "b", Event: EventView})
 	batch := func(err error) {
 		t.Helper()
 		_, after, perr := tab.prepare(nil)
@@ -171,11 +171,11 @@ func TestStatesCopyOnWrite(t *testing.T) {
 
 	var remote crdt.PNCounter
 	remote.Increment(self, 1, 10) // covered by b
-	if tab.merge(b, remote) || b.live != shared {
+	if tab.merged(b, remote) || b.live != shared {
 		t.Fatal("a covered merge changed b or copied its state")
 	}
 	remote.Increment(peer, 5, 30)
-	if !tab.merge(b, remote) || b.live == shared || shared.Value() != 1 {
+	if !tab.merged(b, remote) || b.live == shared || shared.Value() != 1 {
 		t.Fatalf("a merge that adds a slot: live %v, shared %v", b.live, shared)
 	}
 	batch(nil)
@@ -224,7 +224,7 @@ func TestIdleVideoHoldsOneState(t *testing.T) {
 // TestBucketKeyInterned: bucketKey gives b.Key(), shared and without
 // allocating once the name is cached.
 func TestBucketKeyInterned(t *testing.T) {
-	tab := newCounterTable()
+	tab := newCounterTable(0)
 	b := crdt.BucketKey{Video: "v", Event: EventView, Res: crdt.Minute, Index: 28_512_345}
 	k1 := tab.bucketKey(b)
 	if k1 != b.Key() {

@@ -18,9 +18,9 @@ var errFailedBatch = errors.New("batch failed")
 // next to the peer's slot.
 func TestHotKeyLockFree(t *testing.T) {
 	const self, peer = crdt.ReplicaID(1), crdt.ReplicaID(2)
-	tab := newCounterTable()
+	tab := newCounterTable(0)
 	tab.self = self
-	e := tab.insert(crdt.Key{Video: "hot", Event: EventView}, crdt.PNCounter{})
+	e := tab.add(crdt.Key{Video: "hot", Event: EventView})
 	const writers, each = 8, 5000
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -50,7 +50,7 @@ func TestHotKeyLockFree(t *testing.T) {
 			after(err)
 			cuts.Add(1)
 			peerState.Increment(peer, 1, int64(i))
-			tab.merge(e, peerState.Clone())
+			tab.merged(e, peerState.Clone())
 			if v := tab.liveValue(e); v > writers*each+uint64(i)+1 {
 				t.Errorf("live value %d above every increment made", v)
 			}
@@ -61,8 +61,8 @@ func TestHotKeyLockFree(t *testing.T) {
 	bg.Wait()
 	_, after, _ := tab.prepare(nil)
 	after(nil)
-	if e.pending.Load() != 0 || e.dirty.Load() {
-		t.Fatalf("after the last batch: pending %d, dirty %v", e.pending.Load(), e.dirty.Load())
+	if e.pending.Load() != 0 || e.flags.Load()&flagDirty != 0 {
+		t.Fatalf("after the last batch: pending %d, dirty %v", e.pending.Load(), e.flags.Load()&flagDirty != 0)
 	}
 	st := e.durableState()
 	if got := st.P.Get(self); got.Count != writers*each || got.Updated != int64(1000+each*writers-1) {

@@ -102,16 +102,21 @@ func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry
 	}
 	for i, b := range crdt.BucketsOf(video, event, nowMs) {
 		k := n.counters.bucketKey(b)
-		if b.Res.Start(b.Index) > n.storedBucketsMs {
-			// Newer than every bucket on disk at Open: if it is not in
-			// memory it is new (this process writes only what it holds, and
-			// a peer's state is merged into memory), so no disk read.
-			if out[i] = n.counters.lookup(k); out[i] == nil {
-				out[i] = n.counters.insert(k, crdt.PNCounter{})
+		e, err := n.counters.load(k, func() (crdt.PNCounter, bool, error) {
+			if b.Res.Start(b.Index) > n.storedBucketsMs.Load() {
+				// Newer than every bucket on disk at Open or evicted since
+				// (read after the miss: an eviction moves the bound before
+				// its entry leaves the table): not in memory means new
+				// (this process writes only what it holds, and a peer's
+				// state is merged into memory), so no disk read.
+				return crdt.PNCounter{}, true, nil
 			}
-			continue
-		}
-		e, err := n.entry(k)
+			c, _, err := n.store.Counter(k)
+			if err != nil {
+				return c, false, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+			}
+			return c, true, nil
+		})
 		if err != nil {
 			return out, err
 		}
@@ -208,16 +213,19 @@ func (n *Node) Count(video, event string) (Count, error) {
 // countOf reads counter k without caching a miss (unknown IDs must not fill
 // memory).
 func (n *Node) countOf(k crdt.Key) (Count, error) {
-	e := n.counters.lookup(k)
-	if e == nil {
+	e, err := n.counters.load(k, func() (crdt.PNCounter, bool, error) {
 		c, ok, err := n.store.Counter(k)
 		if err != nil {
-			return Count{}, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+			return c, false, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
 		}
-		if !ok {
-			return Count{}, nil
-		}
-		e = n.counters.insert(k, c)
+		return c, ok, nil
+	})
+	if e == nil {
+		return Count{}, err
+	}
+	if n.counters.full() {
+		// Reads alone cut no batches: have one cut, to evict.
+		n.committer.Kick()
 	}
 	v := e.view.Load()
 	out := Count{Value: v.value, Compensated: v.compensated}

@@ -32,13 +32,19 @@ func (n *Node) mergeClaims(k store.ClaimKey, c crdt.Claims) (adopted bool, err e
 	if event == "" {
 		event = EventView
 	}
-	e, err := n.entry(crdt.Key{Video: k.Video, Event: event})
-	if err != nil {
-		return false, err
-	}
-	release, err := n.committer.Admit(2)
-	if err != nil {
-		return false, fmt.Errorf("%w: admit claim merge: %v", ErrUnavailable, err)
+	var e *counterEntry
+	var release func()
+	for {
+		if e, err = n.entry(crdt.Key{Video: k.Video, Event: event}); err != nil {
+			return false, err
+		}
+		if release, err = n.committer.Admit(2); err != nil {
+			return false, fmt.Errorf("%w: admit claim merge: %v", ErrUnavailable, err)
+		}
+		if !e.isEvicted() {
+			break // and stays in the table while the gate is held
+		}
+		release()
 	}
 	defer release()
 	var r mergeResult

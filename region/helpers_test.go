@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
 )
 
@@ -149,4 +150,16 @@ func wait[T any](t *testing.T, ch <-chan T, what string) T {
 		t.Fatalf("timed out waiting for %s", what)
 		panic("unreachable")
 	}
+}
+
+// add inserts a new, empty counter for k into a table nothing evicts from.
+func (t *counterTable) add(k crdt.Key) *counterEntry {
+	e, _ := t.insert(k, crdt.PNCounter{}, 0)
+	return e
+}
+
+// merged is merge's changed, for tables nothing evicts from.
+func (t *counterTable) merged(e *counterEntry, st crdt.PNCounter) bool {
+	changed, _ := t.merge(e, st)
+	return changed
 }

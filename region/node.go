@@ -36,9 +36,10 @@ type Node struct {
 	committer *store.Committer
 	id        store.Identity
 	own       []crdt.ReplicaID // id.Replica, then every retired replica ID of the store (their claims are ours to settle)
-	// storedBucketsMs is the latest start of a time bucket on disk at Open:
-	// a later bucket not in memory is on no disk either (bucketEntries).
-	storedBucketsMs int64
+	// storedBucketsMs is the latest start of a time bucket on disk at Open
+	// or evicted since: a later bucket not in memory is on no disk either
+	// (bucketEntries).
+	storedBucketsMs atomic.Int64
 
 	counters *counterTable
 	clog     *counterLog // the counter log's checkpoints, shared by counters and uniques
@@ -101,7 +102,7 @@ func Open(cfg Config) (*Node, error) {
 		log:      cfg.Logger,
 		now:      cfg.Clock,
 		windowMs: cfg.DedupWindow.Milliseconds(),
-		counters: newCounterTable(),
+		counters: newCounterTable(cfg.CounterCache),
 		likes:    newLikeTable(),
 		uniques:  newUniqueTable(),
 		users:    newKeyedLimiter(cfg.UserRate, cfg.UserBurst, cfg.RateLimitKeys),
@@ -167,6 +168,7 @@ func Open(cfg Config) (*Node, error) {
 		n.log.Info("counter log replayed", "states", merged)
 	}
 	var owing []store.ClaimKey
+	var storedBucketsMs int64
 	maxBlockSeq, err := st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error {
 		if k.Event == EventLike {
 			n.likes.load(k, c)
@@ -199,7 +201,7 @@ func Open(cfg Config) (*Node, error) {
 			return nil
 		}
 		if b, ok := crdt.ParseBucketKey(k); ok {
-			n.storedBucketsMs = max(n.storedBucketsMs, b.Res.Start(b.Index))
+			storedBucketsMs = max(storedBucketsMs, b.Res.Start(b.Index))
 			if n.bucketExpiryMs(b) > nowMs {
 				n.trends.observe(b, c.P.Value()-c.N.Value(), nowMs) // signed net, wrapped (see observeBuckets)
 			}
@@ -212,6 +214,15 @@ func Open(cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("open node: load sketches and buckets: %w", err)
 	}
+	n.storedBucketsMs.Store(storedBucketsMs)
+	n.counters.onEvict = func(k crdt.Key) {
+		// An evicted bucket is on disk: bucketEntries must read it back.
+		if b, ok := crdt.ParseBucketKey(k); ok {
+			if start := b.Res.Start(b.Index); start > n.storedBucketsMs.Load() {
+				n.storedBucketsMs.Store(start)
+			}
+		}
+	}
 	n.counters.onDurable = func(keys []crdt.Key) {
 		n.observeBuckets(keys)
 		n.replicateDurable(keys)
@@ -221,6 +232,9 @@ func Open(cfg Config) (*Node, error) {
 	// the clock, so that keys stay unique across restarts.
 	n.eventSeq.Store(max(uint64(time.Now().UnixNano()), maxBlockSeq+1))
 	n.clog = newCounterLog(n.nextSeq)
+	if cfg.CounterLogEpoch > 0 {
+		n.clog.epochRecords = cfg.CounterLogEpoch
+	}
 	n.counters.log, n.uniques.log = n.clog, n.clog
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,
@@ -302,6 +316,9 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 	if err != nil {
 		n.log.Error("encode counter log checkpoint", "err", err)
 	}
+	// With every change of this batch taken, and admission held off: clean
+	// counters over the cache's bound leave memory.
+	n.counters.evict()
 	if len(claimed)+len(liked)+len(sketched)+len(drained)+len(deleted) == 0 {
 		return dst, after
 	}
@@ -522,14 +539,26 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	}
 	n.expireClaims(now)
 	n.expireBuckets(now)
-	release, err := n.committer.Admit(2 * len(views))
-	switch {
-	case errors.Is(err, store.ErrOverloaded):
-		return b, ErrOverloaded
-	case errors.Is(err, store.ErrClosed):
-		return b, ErrClosed
-	case err != nil:
-		return b, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	var release func()
+	for {
+		var err error
+		release, err = n.committer.Admit(2 * len(views))
+		switch {
+		case errors.Is(err, store.ErrOverloaded):
+			return b, ErrOverloaded
+		case errors.Is(err, store.ErrClosed):
+			return b, ErrClosed
+		case err != nil:
+			return b, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		// An entry evicted between its resolving and the gate (rare: a
+		// sweep spares entries just used) is resolved again, without the
+		// gate; the gate keeps the others in the table from here on.
+		if !n.reresolve(views, results, &b, nowMs, true) {
+			break
+		}
+		release()
+		n.reresolve(views, results, &b, nowMs, false)
 	}
 	defer release()
 
@@ -588,6 +617,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 		return b, nil
 	}
 	muts := events.Mutations(nowMs, n.id.Replica, n.nextSeq, n.cfg.EventRetention)
+	var err error
 	if b.ticket, err = n.committer.Submit(muts...); err != nil {
 		// Admit holds Close off, so this cannot happen; say so loudly if it does.
 		return b, fmt.Errorf("%w: submit admitted batch: %v", ErrUnavailable, err)
@@ -597,6 +627,40 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 		n.settle(&b)
 	}
 	return b, nil
+}
+
+// reresolve resolves again the entries of b that have been evicted, and
+// reports whether there were any; with check, it only reports.
+func (n *Node) reresolve(views []View, results []Result, b *ingestBatch, nowMs int64, check bool) bool {
+	stale := false
+	for i, e := range b.entries {
+		if e == nil {
+			continue
+		}
+		evicted := e.isEvicted()
+		bucketsEvicted := false
+		for _, be := range b.buckets[i] {
+			bucketsEvicted = bucketsEvicted || be != nil && be.isEvicted()
+		}
+		if !evicted && !bucketsEvicted {
+			continue
+		}
+		stale = true
+		if check {
+			return true
+		}
+		var err error
+		if evicted {
+			b.entries[i], err = n.entry(e.key)
+		}
+		if err == nil && bucketsEvicted {
+			b.buckets[i], err = n.bucketEntries(views[i].Video, views[i].eventOf(), nowMs)
+		}
+		if err != nil {
+			b.entries[i], results[i].Err = nil, err
+		}
+	}
+	return stale
 }
 
 // nextSeq is the next number of the sequence that makes raw-event and
@@ -660,14 +724,13 @@ func (n *Node) validate(v View, nowMs int64) error {
 
 // entry returns the in-memory entry for k, loading it from Badger if needed.
 func (n *Node) entry(k crdt.Key) (*counterEntry, error) {
-	if e := n.counters.lookup(k); e != nil {
-		return e, nil
-	}
-	c, _, err := n.store.Counter(k)
-	if err != nil {
-		return nil, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
-	}
-	return n.counters.insert(k, c), nil
+	return n.counters.load(k, func() (crdt.PNCounter, bool, error) {
+		c, _, err := n.store.Counter(k)
+		if err != nil {
+			return c, false, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+		}
+		return c, true, nil
+	})
 }
 
 // Count is a counter's durable value as this node knows it.
@@ -706,6 +769,10 @@ type Stats struct {
 	Region        string
 	StartedFresh  bool // a new replica ID was taken at start
 }
+
+// CountersEvicted is how many counters left memory over Config.CounterCache
+// since the node opened (each read back from Badger on its next use).
+func (n *Node) CountersEvicted() uint64 { return n.counters.evicted.Load() }
 
 // Stats samples the node's gauges.
 func (n *Node) Stats() Stats {

@@ -146,7 +146,7 @@ func (n *Node) EnableReplication(rc ReplicationConfig) error {
 		if k.IsUnique() {
 			return nil // Open loaded the sketches into n.uniques
 		}
-		n.counters.insert(k, c)
+		n.counters.preload(k, c)
 		keys = append(keys, k)
 		return nil
 	})
@@ -406,12 +406,27 @@ func (n *Node) applyEntry(r *replicator, a replication.Apply, e replication.Entr
 	if isBucket && n.bucketExpiryMs(b) <= n.now().UnixMilli() {
 		return nil // past its retention here: a late delta must not bring it back
 	}
-	entry, err := n.entry(e.Key)
+	entry, changed, err := n.mergeCounter(e.Key, e.State)
 	if err != nil {
 		return err
 	}
-	n.noteEcho(r, a, e, n.counters.merge(entry, e.State) && n.counters.liveEquals(entry, e.State))
+	n.noteEcho(r, a, e, changed && n.counters.liveEquals(entry, e.State))
 	return nil
+}
+
+// mergeCounter folds a peer's state st of counter k into k's entry, queued
+// for the next batch if that changed it, and returns the entry.
+func (n *Node) mergeCounter(k crdt.Key, st crdt.PNCounter) (e *counterEntry, changed bool, err error) {
+	for {
+		if e, err = n.entry(k); err != nil {
+			return nil, false, err
+		}
+		changed, ok := n.counters.merge(e, st)
+		if ok {
+			return e, changed, nil
+		}
+		// Evicted since it was resolved: resolve it again.
+	}
 }
 
 // noteEcho remembers that a merge made k's state exactly the sender's (so

@@ -84,6 +84,7 @@ func (s *Sim) openNode(nd *node) error {
 	cfg.Durability = s.p.Durability
 	cfg.DedupWindow = s.p.DedupWindow
 	cfg.UserRate, cfg.UserBurst = s.p.UserRate, s.p.UserBurst
+	cfg.CounterCache, cfg.CounterLogEpoch = s.p.CounterCache, s.p.LogEpoch
 	n, err := region.Open(cfg)
 	if err != nil {
 		return fmt.Errorf("open node %s: %w", nd.name, err)
@@ -184,6 +185,7 @@ func (s *Sim) crash(nd *node, why string) {
 		return
 	}
 	s.sampleNode(nd, sampleFull) // what it durably had, to compare after the restart
+	s.stats.evicted += nd.n.CountersEvicted()
 	nd.up, nd.n = false, nil
 	nd.inc++
 	nd.commitDue = false
@@ -215,6 +217,7 @@ func (s *Sim) shutdown(nd *node) {
 		s.durable(sub)
 	}
 	s.sampleNode(nd, sampleFull)
+	s.stats.evicted += nd.n.CountersEvicted()
 	nd.up, nd.n = false, nil
 	nd.inc++
 	nd.commitDue = false

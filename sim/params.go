@@ -55,6 +55,12 @@ type Params struct {
 	UserBurst   int
 	FsyncMin    time.Duration // a group commit happens this long after the first write that needs it ...
 	FsyncMax    time.Duration // ... up to this long (uniform): the fsync latency model
+	// CounterCache is the nodes' region.Config.CounterCache (0: no bound):
+	// small values evict counters all the time. LogEpoch is the records
+	// per counter-log epoch (0: the node's default), small values
+	// checkpoint often (and so let counters be evicted).
+	CounterCache int
+	LogEpoch     int
 
 	// Replication engine settings (replication.Config).
 	SyncInterval   time.Duration
@@ -160,6 +166,7 @@ func (p Params) Validate() error {
 	check(p.Durability == region.DurabilitySync || p.Durability == region.DurabilityAsync, "durability %q: want sync or async", p.Durability)
 	check(p.DedupWindow >= time.Second, "dedup-window %v: want ≥ 1s", p.DedupWindow)
 	check(p.UserRate > 0 && p.UserBurst >= 1, "user-rate %v burst %d: want > 0, ≥ 1", p.UserRate, p.UserBurst)
+	check(p.CounterCache >= 0 && p.LogEpoch >= 0, "counter-cache %d, log-epoch %d: must not be negative", p.CounterCache, p.LogEpoch)
 	check(p.FsyncMin >= 0 && p.FsyncMax >= p.FsyncMin, "fsync %v..%v: want 0 ≤ min ≤ max", p.FsyncMin, p.FsyncMax)
 	check(p.SyncInterval > 0 && p.RetryTimeout > 0 && p.RepairInterval > 0, "sync/retry/repair intervals must be > 0")
 	check(p.LogCapacity >= 1 && p.BatchKeys >= 1 && p.Inflight >= 1, "log-capacity, batch-keys and inflight must be ≥ 1")
@@ -203,6 +210,8 @@ func (p *Params) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&p.UserBurst, "user-burst", p.UserBurst, "burst of --user-rate")
 	fs.DurationVar(&p.FsyncMin, "fsync-min", p.FsyncMin, "least delay from a write to the group commit holding it")
 	fs.DurationVar(&p.FsyncMax, "fsync-max", p.FsyncMax, "largest delay from a write to the group commit holding it")
+	fs.IntVar(&p.CounterCache, "counter-cache", p.CounterCache, "counters a node holds in memory before it evicts clean ones (0: no bound)")
+	fs.IntVar(&p.LogEpoch, "log-epoch", p.LogEpoch, "records per counter-log epoch (0: the node's default)")
 	fs.DurationVar(&p.SyncInterval, "sync-interval", p.SyncInterval, "replication SyncInterval")
 	fs.DurationVar(&p.RetryTimeout, "retry-timeout", p.RetryTimeout, "replication RetryTimeout")
 	fs.DurationVar(&p.RepairInterval, "repair-interval", p.RepairInterval, "replication RepairInterval")
@@ -250,6 +259,8 @@ func (p Params) fields() [][2]string {
 		{"user-burst", strconv.Itoa(p.UserBurst)},
 		{"fsync-min", fmtDur(p.FsyncMin)},
 		{"fsync-max", fmtDur(p.FsyncMax)},
+		{"counter-cache", strconv.Itoa(p.CounterCache)},
+		{"log-epoch", strconv.Itoa(p.LogEpoch)},
 		{"sync-interval", fmtDur(p.SyncInterval)},
 		{"retry-timeout", fmtDur(p.RetryTimeout)},
 		{"repair-interval", fmtDur(p.RepairInterval)},
@@ -362,6 +373,17 @@ func (p Params) swarmed() Params {
 	// those of the runs before likes and shares existed.
 	p.Likes = min(p.Likes*[]float64{0.25, 0.5, 1, 2, 3}[r.Intn(5)], 0.6)
 	p.Shares = min(p.Shares*[]float64{0.5, 1, 2, 3}[r.Intn(4)], 0.3)
+	// Counter eviction: a cache far smaller than the counters a run
+	// touches, and counter-log epochs short enough to checkpoint (and so
+	// unpin counters) many times a run. Drawn after the mix, for the same
+	// reason.
+	cache, epoch := []int{0, 0, 8, 32, 128}[r.Intn(5)], []int{0, 2, 8, 64}[r.Intn(4)]
+	if p.CounterCache == 0 {
+		p.CounterCache = cache
+	}
+	if p.LogEpoch == 0 {
+		p.LogEpoch = epoch
+	}
 	return p
 }
 

@@ -27,6 +27,7 @@ type stats struct {
 	// Nodes.
 	commits    uint64
 	replicaIDs int
+	evicted    uint64 // counters evicted by incarnations that ended
 
 	// Clients.
 	views, attempts, failovers       int
@@ -77,6 +78,9 @@ type Result struct {
 	Compensations   [numEvents]uint64
 	Messages        uint64
 	Bytes           uint64
+	// Evicted is the counters the nodes evicted from memory (read back
+	// from their stores on next use), over every incarnation.
+	Evicted uint64
 }
 
 func (s *Sim) result() Result {
@@ -102,6 +106,12 @@ func (s *Sim) result() Result {
 	r.SharesDoubleCounted = s.acct.doubleCounted(evShare)
 	r.LikeTransitions = s.acct.likeTransitions
 	r.Compensations = s.acct.compensations
+	r.Evicted = s.stats.evicted
+	for _, nd := range s.nodes {
+		if nd.n != nil && nd.up {
+			r.Evicted += nd.n.CountersEvicted()
+		}
+	}
 	if s.fail != nil {
 		r.Failure = s.fail.reason + " at t=" + fmtSec(s.fail.at)
 	}
@@ -180,7 +190,7 @@ func (s *Sim) report(r Result, base Params) {
 	s.printf("  shares: reference=%d doubleCounted=%d; likes: converged=%d transitions=%d users-checked=%d last-ack-overridden=%d\n",
 		r.Shares, r.SharesDoubleCounted, r.Likes, r.LikeTransitions, st.likeIntentsChecked, st.likeLastAckOverridden)
 	if s.phase == phaseDone {
-		s.printf("  compensations (raw event logs): view=%d share=%d like=%d\n", r.Compensations[evView], r.Compensations[evShare], r.Compensations[evLike])
+		s.printf("  compensations (raw event logs): view=%d share=%d like=%d; counters evicted from memory: %d\n", r.Compensations[evView], r.Compensations[evShare], r.Compensations[evLike], r.Evicted)
 		s.printf("  derived state: buckets = totals, unique viewers = reference sketch, top(view, %s) checked on %d nodes (%d outside the window)\n",
 			topWindow, s.topChecked, s.topSkipped)
 	}

@@ -126,6 +126,7 @@ type Summary struct {
 	Compensations       [numEvents]uint64
 	Likes               uint64
 	LikeTransitions     int
+	Evicted             uint64 // counters evicted from the nodes' memory
 }
 
 // RunSeeds runs o.Seeds seeds, o.Parallel at a time, prints each seed's
@@ -194,6 +195,7 @@ func RunSeeds(ctx context.Context, o Options, stdout io.Writer) Summary {
 		}
 		sum.Likes += r.Likes
 		sum.LikeTransitions += r.LikeTransitions
+		sum.Evicted += r.Evicted
 		sum.AckedLost += r.AckedLost
 		sum.MaxDivergence = max(sum.MaxDivergence, r.MaxDivergence)
 		if (i+1)%100 == 0 && !o.Verbose {
@@ -205,10 +207,10 @@ func RunSeeds(ctx context.Context, o Options, stdout io.Writer) Summary {
 	if len(conv) > 0 {
 		sum.ConvergeP50, sum.ConvergeP99, sum.ConvergeMax = percentile(conv, 50), percentile(conv, 99), conv[len(conv)-1]
 	}
-	fmt.Fprintf(stdout, "summary: %d seeds, %d passed, %d failed; convergence after heal p50=%s p99=%s max=%s; max divergence %d; doubleCounted %d (shares %d); ackedLost %d; compensations view=%d share=%d like=%d; like transitions %d, converged likes %d\n",
+	fmt.Fprintf(stdout, "summary: %d seeds, %d passed, %d failed; convergence after heal p50=%s p99=%s max=%s; max divergence %d; doubleCounted %d (shares %d); ackedLost %d; compensations view=%d share=%d like=%d; like transitions %d, converged likes %d; counters evicted %d\n",
 		sum.Runs, sum.Passed, sum.Failed, fmtSec(sum.ConvergeP50), fmtSec(sum.ConvergeP99), fmtSec(sum.ConvergeMax), sum.MaxDivergence,
 		sum.DoubleCounted, sum.SharesDoubleCounted, sum.AckedLost, sum.Compensations[evView], sum.Compensations[evShare], sum.Compensations[evLike],
-		sum.LikeTransitions, sum.Likes)
+		sum.LikeTransitions, sum.Likes, sum.Evicted)
 	for _, r := range sum.Failures {
 		fmt.Fprintf(stdout, "  FAILED seed %d: %s reproduce: %s\n", r.Seed, r.Failure, base.Reproduce(r.Seed))
 	}

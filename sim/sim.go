@@ -235,6 +235,7 @@ func (s *Sim) close() {
 	for _, nd := range s.nodes {
 		if nd.n != nil && nd.up {
 			nd.n.Close()
+			s.stats.evicted += nd.n.CountersEvicted()
 		}
 		nd.n, nd.up = nil, false
 		if nd.st != nil {

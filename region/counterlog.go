@@ -63,10 +63,10 @@ type counterLog struct {
 	// checkpointed in, which depends on nothing but the order of batches
 	// (the simulator's runs repeat exactly).
 	logged []loggedKey
-	keys    [][]byte               // the current epoch's log records
-	states  int                    // states the current epoch logged
-	batch   int                    // states logged by the batch being prepared
-	ratio   float64                // while draining: keys to checkpoint per state logged
+	keys   [][]byte // the current epoch's log records
+	states int      // states the current epoch logged
+	batch  int      // states logged by the batch being prepared
+	ratio  float64  // while draining: keys to checkpoint per state logged
 
 	drain     []loggedKey // the ending epoch's keys not yet checkpointed
 	drainKeys [][]byte    // the ending epoch's records, deleted once drain is durable

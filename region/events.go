@@ -103,12 +103,12 @@ func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry
 	for i, b := range crdt.BucketsOf(video, event, nowMs) {
 		k := n.counters.bucketKey(b)
 		e, err := n.counters.load(k, func() (crdt.PNCounter, bool, error) {
-			if b.Res.Start(b.Index) > n.storedBucketsMs.Load() {
-				// Newer than every bucket on disk at Open or evicted since
-				// (read after the miss: an eviction moves the bound before
-				// its entry leaves the table): not in memory means new
-				// (this process writes only what it holds, and a peer's
-				// state is merged into memory), so no disk read.
+			if b.Res.Start(b.Index) > n.storedBucketsMs && (n.evicted == nil || !n.evicted.mayHold(b)) {
+				// Newer than every bucket on disk at Open and not evicted
+				// since (asked after the miss: an eviction is recorded
+				// before its entry leaves the table): not in memory means
+				// new (this process writes only what it holds, and a
+				// peer's state is merged into memory), so no disk read.
 				return crdt.PNCounter{}, true, nil
 			}
 			c, _, err := n.store.Counter(k)

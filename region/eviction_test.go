@@ -233,3 +233,45 @@ func TestEvictionConcurrentIngest(t *testing.T) {
 		}
 	}
 }
+
+// TestEvictedBuckets: the filter answers "may have been evicted" for every
+// bucket that was, across indexes moving forward and back (clock jumps), and
+// "no" for most that were not.
+func TestEvictedBuckets(t *testing.T) {
+	f := newEvictedBuckets(1000)
+	bucket := func(v int, res crdt.Resolution, idx int64) crdt.BucketKey {
+		return crdt.BucketKey{Video: fmt.Sprintf("v%d", v), Event: EventView, Res: res, Index: idx}
+	}
+	var evicted []crdt.BucketKey
+	for i := range 1000 {
+		idx := int64(100 + i/300) // minutes 100..103, in order
+		if i%97 == 0 {
+			idx = 90 // a late one: an older minute
+		}
+		b := bucket(i, crdt.Minute, idx)
+		f.add(b)
+		evicted = append(evicted, b)
+	}
+	for _, b := range evicted {
+		if !f.mayHold(b) {
+			t.Fatalf("%+v was evicted, and the filter says it was not", b)
+		}
+	}
+	for _, idx := range []int64{50, 90, 102} {
+		if !f.mayHold(bucket(5000, crdt.Minute, idx)) {
+			t.Errorf("minute %d is at or below an index whose filter was dropped: want may-hold", idx)
+		}
+	}
+	if f.mayHold(bucket(5000, crdt.Minute, 104)) || f.mayHold(bucket(5000, crdt.Hour, 103)) {
+		t.Error("a newer index, or another resolution, with no eviction: want not held")
+	}
+	falsePos := 0
+	for v := 10_000; v < 20_000; v++ {
+		if f.mayHold(bucket(v, crdt.Minute, 103)) {
+			falsePos++
+		}
+	}
+	if falsePos > 500 {
+		t.Errorf("%d of 10,000 buckets never evicted look evicted: want few", falsePos)
+	}
+}

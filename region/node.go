@@ -36,10 +36,11 @@ type Node struct {
 	committer *store.Committer
 	id        store.Identity
 	own       []crdt.ReplicaID // id.Replica, then every retired replica ID of the store (their claims are ours to settle)
-	// storedBucketsMs is the latest start of a time bucket on disk at Open
-	// or evicted since: a later bucket not in memory is on no disk either
-	// (bucketEntries).
-	storedBucketsMs atomic.Int64
+	// storedBucketsMs is the latest start of a time bucket on disk at Open:
+	// a later bucket not in memory is on no disk either, unless it was
+	// evicted since (evicted, nil without a counter cache; bucketEntries).
+	storedBucketsMs int64
+	evicted         *evictedBuckets
 
 	counters *counterTable
 	clog     *counterLog // the counter log's checkpoints, shared by counters and uniques
@@ -168,7 +169,6 @@ func Open(cfg Config) (*Node, error) {
 		n.log.Info("counter log replayed", "states", merged)
 	}
 	var owing []store.ClaimKey
-	var storedBucketsMs int64
 	maxBlockSeq, err := st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error {
 		if k.Event == EventLike {
 			n.likes.load(k, c)
@@ -201,7 +201,7 @@ func Open(cfg Config) (*Node, error) {
 			return nil
 		}
 		if b, ok := crdt.ParseBucketKey(k); ok {
-			storedBucketsMs = max(storedBucketsMs, b.Res.Start(b.Index))
+			n.storedBucketsMs = max(n.storedBucketsMs, b.Res.Start(b.Index))
 			if n.bucketExpiryMs(b) > nowMs {
 				n.trends.observe(b, c.P.Value()-c.N.Value(), nowMs) // signed net, wrapped (see observeBuckets)
 			}
@@ -214,12 +214,12 @@ func Open(cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("open node: load sketches and buckets: %w", err)
 	}
-	n.storedBucketsMs.Store(storedBucketsMs)
-	n.counters.onEvict = func(k crdt.Key) {
-		// An evicted bucket is on disk: bucketEntries must read it back.
-		if b, ok := crdt.ParseBucketKey(k); ok {
-			if start := b.Res.Start(b.Index); start > n.storedBucketsMs.Load() {
-				n.storedBucketsMs.Store(start)
+	if cfg.CounterCache > 0 && !cfg.DisableTimeBuckets {
+		n.evicted = newEvictedBuckets(cfg.CounterCache)
+		n.counters.onEvict = func(k crdt.Key) {
+			// An evicted bucket is on disk: bucketEntries must read it back.
+			if b, ok := crdt.ParseBucketKey(k); ok && b.Res.Start(b.Index) > n.storedBucketsMs {
+				n.evicted.add(b)
 			}
 		}
 	}

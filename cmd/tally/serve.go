@@ -103,6 +103,7 @@ func serveFlags(cfg *region.Config, ss *serveSettings, cl *clusterFlags) *flag.F
 		cfg.DisableTimeBuckets = true
 		return nil
 	})
+	fs.IntVar(&cfg.CounterCache, "counter-cache", cfg.CounterCache, "counters (totals and time buckets) held in memory; beyond it clean ones are evicted and read back from disk on use (0: no bound)")
 	fs.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "writes that may wait for the next group commit before ingest sheds with 503")
 	fs.StringVar(&ss.denyList, "deny-list", "", "`file` of users (user:ID) and client addresses (ip:ADDR or ip:NET/BITS), one per line, whose views are logged as denied and never counted")
 	fs.StringVar(&ss.adminToken, "admin-token", "", "bearer `token` of the admin routes (raw event log, gossip keyring); empty turns them off. Prefer TALLY_ADMIN_TOKEN: a flag shows in ps")

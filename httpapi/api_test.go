@@ -1083,6 +1083,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 		"tally_group_commit_fsync_seconds_bucket",
 		"tally_group_commit_fsync_seconds_count",
 		"tally_counters_in_memory 4", // the view count and its minute, hour and day buckets
+		"tally_counters_evicted_total 0",
 		`tally_ingest_events_total{fate="counted"} 1`,
 		`tally_ingest_events_total{fate="duplicate"} 1`,
 		`tally_ingest_events_total{fate="rate_limited"} 0`,

@@ -146,7 +146,7 @@ func (s *Server) auditEvents(c echo.Context) error {
 	case err != nil:
 		// The status is sent: say what failed in the stream's last line,
 		// which is not AuditEnd, so the client knows it is incomplete.
-		RequestLogger(c.Request().Context(), s.log).Error("audit stream failed", "err", err, "events", n)
+		requestLogger(c, s.log).Error("audit stream failed", "err", err, "events", n)
 		ae := classify(err)
 		var line auditError
 		line.Error.Code, line.Error.Message = ae.Code, ae.Message

@@ -111,6 +111,62 @@ func decodeEventsFast(body []byte) (events []batchEvent, ok bool) {
 	}
 }
 
+// decodeViewFast is the fast path of decodeViewBody, for the bodies clients
+// actually send: one object whose keys are "userId", with a plain string
+// (printable ASCII, no escapes), and optionally "timestamp", a plain
+// integer, a plain string or null. It returns the user (a copy: the node
+// keeps it) and the raw timestamp (a slice of body), as encoding/json would
+// decode them into a viewRequest. ok is false for anything else, valid or
+// not (no userId, escapes, other keys, other types, bad syntax): the caller
+// then decodes with encoding/json, which has the last word on what the body
+// means and on the error. FuzzDecodeViewFast holds it to that.
+func decodeViewFast(body []byte) (user string, timestamp json.RawMessage, ok bool) {
+	d := fastDecoder{b: body}
+	d.space()
+	if !d.eat('{') {
+		return "", nil, false
+	}
+	var userID []byte
+	haveUser := false
+	for {
+		d.space()
+		key, ok := d.plainString()
+		if !ok {
+			return "", nil, false
+		}
+		d.space()
+		if !d.eat(':') {
+			return "", nil, false
+		}
+		d.space()
+		switch string(key) {
+		case "userId":
+			// A repeated key: the last one wins, as in encoding/json.
+			if userID, ok = d.plainString(); !ok {
+				return "", nil, false
+			}
+			haveUser = true
+		case "timestamp":
+			if timestamp, ok = d.plainTimestamp(); !ok {
+				return "", nil, false
+			}
+		default:
+			return "", nil, false
+		}
+		d.space()
+		if d.eat('}') {
+			break
+		}
+		if !d.eat(',') {
+			return "", nil, false
+		}
+	}
+	if !haveUser || !d.end() {
+		return "", nil, false
+	}
+	return string(userID), timestamp, true
+}
+
 // eventName is s as a string, without allocating for the usual types.
 func eventName(s []byte) string {
 	switch string(s) {

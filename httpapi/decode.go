@@ -20,35 +20,97 @@ import (
 // bounds what it allocates by the body it is given (itself bounded by
 // readJSONBody) and answers bad input with an *apiError or *region.InputError
 // carrying a stable code, never a panic. FuzzDecodeViewBody and
-// FuzzDecodeEventsBody hold them to that; FuzzDecodeEventsFast holds the
-// batch decoder's fast path (batchdecode.go) to encoding/json's answers.
+// FuzzDecodeEventsBody hold them to that; FuzzDecodeViewFast and
+// FuzzDecodeEventsFast hold the fast paths (batchdecode.go) to
+// encoding/json's answers.
 
 // readJSONBody checks the content type and reads at most limit bytes.
 func readJSONBody(c echo.Context, limit int64) ([]byte, error) {
 	req := c.Request()
 	ct := req.Header.Get(echo.HeaderContentType)
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+	if !jsonMediaType(ct) {
 		return nil, errf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type %q: want application/json", ct)
 	}
 	if req.ContentLength > limit {
 		return nil, errf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body of %d bytes; at most %d allowed", req.ContentLength, limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, limit))
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe):
-		return nil, errf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body larger than %d bytes", limit)
-	case err != nil:
+	body, err := readBody(c, limit)
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, errf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body larger than %d bytes", limit)
+		}
 		return nil, errf(http.StatusBadRequest, CodeMalformedJSON, "read body: %v", err)
 	}
 	return body, nil
 }
 
+// jsonMediaType reports whether the Content-Type ct is JSON: application/json
+// or a +json type, with any parameters. The type clients send is answered
+// without mime.ParseMediaType, which allocates a map of parameters.
+func jsonMediaType(ct string) bool {
+	if ct == "application/json" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+}
+
+// readBody reads the request's body, refusing one over limit bytes with an
+// *http.MaxBytesError. A body of unknown length is read through
+// http.MaxBytesReader, which also has net/http close the connection once
+// the answer is written. A body of announced length (at most limit: the
+// caller checked) cannot be longer as net/http reads it: it is read into one
+// buffer of its size, instead of io.ReadAll's 512 bytes grown as it fills,
+// and still held to limit for a request made in process.
+func readBody(c echo.Context, limit int64) ([]byte, error) {
+	req := c.Request()
+	length := req.ContentLength
+	if length < 0 || length > limit {
+		return io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, limit))
+	}
+	// One byte more than announced, so that the read that finds the end
+	// has room and no copy is made.
+	b := make([]byte, 0, length+1)
+	for {
+		n, err := req.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > limit {
+			return nil, &http.MaxBytesError{Limit: limit}
+		}
+		if err != nil {
+			if err == io.EOF { //nolint:errorlint // as io.ReadAll: the reader's own end
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // longer than announced: grow as io.ReadAll
+		}
+	}
+}
+
 // decodeViewBody decodes the body of POST /videos/{id}/views: the user (not
 // yet validated: the node does that) and the client's timestamp in unix ms (0
 // if it sent none).
+//
+// The bodies clients send take the fast path (decodeViewFast); every other
+// body, valid or not, is decoded by decodeViewJSON, which also gives every
+// error.
 func decodeViewBody(body []byte) (user string, clientMs int64, err error) {
+	user, raw, ok := decodeViewFast(body)
+	if !ok {
+		return decodeViewJSON(body)
+	}
+	ts, err := parseTimestamp(raw)
+	if err != nil {
+		return "", 0, err
+	}
+	return user, ts, nil
+}
+
+// decodeViewJSON is decodeViewBody by encoding/json: the reference for
+// every body.
+func decodeViewJSON(body []byte) (user string, clientMs int64, err error) {
 	var req viewRequest
 	if err := decodeStrict(body, &req); err != nil {
 		return "", 0, err

@@ -85,7 +85,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	ae := classify(err)
-	log := RequestLogger(c.Request().Context(), s.log)
+	log := requestLogger(c, s.log)
 	if ae.Status >= 500 {
 		log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", ae.Status, "err", err)
 	}

@@ -186,6 +186,10 @@ func (m *Metrics) registerNode(n *region.Node, ready *readiness) {
 	info.Set(1)
 	m.Registry.MustRegister(info, newClusterCollector(n),
 		gauge("tally_counters_in_memory", "Counters (video, event) and their time buckets held in memory.", func(s region.Stats) float64 { return float64(s.Counters) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tally_counters_evicted_total",
+			Help: "Counters evicted from memory since start, over --counter-cache: each is read back from disk on its next use.",
+		}, func() float64 { return float64(n.CountersEvicted()) }),
 		gauge("tally_claims_in_memory", "Dedup claim sets held in memory.", func(s region.Stats) float64 { return float64(s.Claims) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "tally_claim_conflicts_lost_total",

@@ -1,10 +1,12 @@
 package httpapi
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -37,7 +39,12 @@ func newRequestIDs() *requestIDs {
 	return &requestIDs{prefix: hex.EncodeToString(b) + "-"}
 }
 
-func (r *requestIDs) next() string { return r.prefix + strconv.FormatUint(r.seq.Add(1), 10) }
+// next returns a new ID, in one allocation.
+func (r *requestIDs) next() string {
+	var buf [64]byte
+	b := append(buf[:0], r.prefix...)
+	return string(strconv.AppendUint(b, r.seq.Add(1), 10))
+}
 
 // validRequestID accepts IDs of printable ASCII without spaces, so that a
 // client cannot forge log lines or headers through it.
@@ -53,25 +60,28 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// requestIDKey is the context key of a request's ID (a string).
-type requestIDKey struct{}
-
-// RequestLogger returns base with the ID of the request that ctx belongs
-// to, or base itself outside a request. The logger is made when asked for:
-// most requests never log.
-func RequestLogger(ctx context.Context, base *slog.Logger) *slog.Logger {
-	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+// requestLogger returns base with the ID of the request c answers (serve
+// puts it in the answer's headers before any handler runs). The logger is
+// made when asked for: most requests never log.
+func requestLogger(c echo.Context, base *slog.Logger) *slog.Logger {
+	if id := c.Response().Header().Get(HeaderRequestID); id != "" {
 		return base.With("request_id", id)
 	}
 	return base
 }
 
-// observe is the outermost middleware: it gives the request its ID (in its
-// context, for RequestLogger), writes any error the handler returned (so the
-// status is known), records count and latency by route template (never the
-// raw path, which would make labels unbounded), and logs the request at debug
-// level.
-func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+// serve is the one global middleware: it gives the request its ID (echoed in
+// the answer, read back by requestLogger), turns a panic of the handler into
+// a 500 internal error (as echo's Recover middleware did), writes any error
+// the handler returned (so the status is known), records count and latency
+// by route template (never the raw path, which would make labels unbounded),
+// and logs the request at debug level.
+//
+// It is a single middleware because echo applies global middleware anew to
+// every request: each one costs a closure per request, and echo's Recover
+// another for its configuration. The request's context is left as it came:
+// a context value would cost a copy of the request.
+func (s *Server) serve(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
 		req := c.Request()
@@ -79,12 +89,11 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if !validRequestID(id) {
 			id = s.ids.next()
 		}
-		c.Response().Header().Set(HeaderRequestID, id)
-		c.SetRequest(req.WithContext(context.WithValue(req.Context(), requestIDKey{}, id)))
+		// HeaderRequestID is in canonical form: no need for Set's rewrite.
+		c.Response().Header()[HeaderRequestID] = []string{id}
 
 		s.metrics.inflight.Inc()
-		err := next(c)
-		if err != nil {
+		if err := s.recovered(next, c); err != nil {
 			c.Error(err)
 		}
 		s.metrics.inflight.Dec()
@@ -102,4 +111,33 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return nil
 	}
+}
+
+// panicStackSize bounds the stack trace logged for a handler's panic.
+const panicStackSize = 8 << 10
+
+// recovered runs next and returns its error or, if it panicked, the panic
+// as an error (a value that is not an error is formatted with %v), which
+// the caller answers as any other: 500 internal, unless the value is an
+// error classify knows. http.ErrAbortHandler is panicked on, for net/http
+// to abort the answer. The panic is logged with the handler's stack.
+func (s *Server) recovered(next echo.HandlerFunc, c echo.Context) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if r == http.ErrAbortHandler {
+			panic(r)
+		}
+		var ok bool
+		if err, ok = r.(error); !ok {
+			err = fmt.Errorf("%v", r)
+		}
+		stack := make([]byte, panicStackSize)
+		stack = stack[:runtime.Stack(stack, false)]
+		requestLogger(c, s.log).Error("handler panicked", "method", c.Request().Method, "path", c.Request().URL.Path,
+			"panic", err, "stack", string(stack))
+	}()
+	return next(c)
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tallyhq/tally/region"
@@ -175,20 +174,22 @@ func New(node *region.Node, o Options) *Server {
 	e.HTTPErrorHandler = s.handleError
 	// Rate limits key on the peer address; forwarding headers are not trusted.
 	e.IPExtractor = echo.ExtractIPDirect()
-	e.Use(s.observe, middleware.Recover())
+	e.Use(s.serve)
 
-	e.POST("/videos/:videoId/views", s.postView, s.admit(viewCost))
+	// Route middleware is applied here, once: echo would apply it anew to
+	// every request, a closure each time.
+	e.POST("/videos/:videoId/views", s.admit(viewCost)(s.postView))
 	e.GET("/videos/:videoId/views", s.getViews)
-	e.POST("/v1/events", s.postEvents, s.admit(batchCost))
-	e.POST("/v1/likes", s.postLike, s.admit(viewCost))
-	e.DELETE("/v1/likes/:videoId", s.deleteLike, s.admit(viewCost))
+	e.POST("/v1/events", s.admit(batchCost)(s.postEvents))
+	e.POST("/v1/likes", s.admit(viewCost)(s.postLike))
+	e.DELETE("/v1/likes/:videoId", s.admit(viewCost)(s.deleteLike))
 	e.GET("/v1/likes/:videoId", s.getLikes)
 	e.GET("/v1/videos/:videoId/counts", s.getCounts)
 	e.GET("/v1/videos/:videoId/unique-viewers", s.getUniqueViewers)
 	e.GET("/v1/top", s.getTop)
-	e.GET("/v1/audit/events", s.auditEvents, s.requireAdmin)
-	e.GET("/v1/admin/gossip-keys", s.getGossipKeys, s.requireAdmin)
-	e.POST("/v1/admin/gossip-keys", s.postGossipKeys, s.requireAdmin)
+	e.GET("/v1/audit/events", s.requireAdmin(s.auditEvents))
+	e.GET("/v1/admin/gossip-keys", s.requireAdmin(s.getGossipKeys))
+	e.POST("/v1/admin/gossip-keys", s.requireAdmin(s.postGossipKeys))
 	e.GET("/v1/status", s.status)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)

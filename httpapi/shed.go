@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 
 	"github.com/labstack/echo/v4"
@@ -129,10 +130,7 @@ func (a *admission) inflight() (reqs, bytes int64) {
 func (s *Server) admit(cost func(*http.Request) int64) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			client := c.RealIP()
-			if host, _, err := net.SplitHostPort(client); err == nil {
-				client = host
-			}
+			client := clientAddr(c.RealIP())
 			n := cost(c.Request())
 			switch why := s.admission.acquire(client, n); why {
 			case "":
@@ -148,6 +146,20 @@ func (s *Server) admit(cost func(*http.Request) int64) echo.MiddlewareFunc {
 			return next(c)
 		}
 	}
+}
+
+// clientAddr is the client address of ip as echo's IP extractor gave it:
+// its host if it carries a port. An address without one, as the extractor
+// gives it, is checked first: net.SplitHostPort would fail on it, at the
+// cost of an allocated error per request.
+func clientAddr(ip string) string {
+	if _, err := netip.ParseAddr(ip); err == nil {
+		return ip // an IP alone: SplitHostPort fails on every one
+	}
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		return host
+	}
+	return ip
 }
 
 // limitListener accepts at most max connections at once; beyond, Accept

@@ -73,7 +73,36 @@ func (s *Server) postView(c echo.Context) error {
 	if !res.Counted {
 		out.Reason = res.Fate.String()
 	}
+	// A query string may ask echo for indented JSON (?pretty): c.JSON
+	// honours it.
+	if c.Request().URL.RawQuery == "" {
+		if b, ok := out.appendJSON(make([]byte, 0, 128)); ok {
+			return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, b)
+		}
+	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// appendJSON appends r as c.JSON would write it (encoding/json, with its
+// trailing newline), without reflection: the ingest path's answer. It
+// reports false, and the caller encodes r with c.JSON, for a video ID or
+// reason with a byte JSON would escape.
+func (r viewResponse) appendJSON(b []byte) ([]byte, bool) {
+	if !plainJSONString(r.VideoID) || !plainJSONString(r.Reason) {
+		return nil, false
+	}
+	b = append(b, `{"videoId":"`...)
+	b = append(b, r.VideoID...)
+	b = append(b, `","counted":`...)
+	b = strconv.AppendBool(b, r.Counted)
+	b = append(b, `,"viewCount":`...)
+	b = strconv.AppendUint(b, r.ViewCount, 10)
+	if r.Reason != "" {
+		b = append(b, `,"reason":"`...)
+		b = append(b, r.Reason...)
+		b = append(b, '"')
+	}
+	return append(b, "}\n"...), true
 }
 
 // getViews is GET /videos/{videoId}/views: the video's view count, when it

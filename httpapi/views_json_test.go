@@ -62,3 +62,52 @@ func FuzzCountResponseJSON(f *testing.F) {
 		}
 	})
 }
+
+// TestViewResponseJSON: the hand-written POST /videos/{id}/views answer is
+// byte for byte what encoding/json writes, and what it does not write itself
+// is left to c.JSON.
+func TestViewResponseJSON(t *testing.T) {
+	for _, r := range []viewResponse{
+		{VideoID: "v1", Counted: true, ViewCount: 1},
+		{VideoID: "dQw4w9WgXcQ", Counted: false, ViewCount: 1<<64 - 1, Reason: "duplicate"},
+		{VideoID: "a.b:c_d-e~f", Reason: "rate_limited"},
+		{VideoID: "<script>", Counted: true},
+		{VideoID: "é", Counted: true},
+		{VideoID: "v", Reason: "a\"b"},
+	} {
+		var want bytes.Buffer
+		if err := json.NewEncoder(&want).Encode(r); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := r.appendJSON(nil)
+		if !ok {
+			if plainJSONString(r.VideoID) && plainJSONString(r.Reason) {
+				t.Errorf("%+v: left to c.JSON, but it is plain", r)
+			}
+			continue
+		}
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("%+v:\n got %s\nwant %s", r, got, want.Bytes())
+		}
+	}
+}
+
+// FuzzViewResponseJSON checks the same on arbitrary IDs, counts and reasons.
+func FuzzViewResponseJSON(f *testing.F) {
+	f.Add("v1", true, uint64(7), "")
+	f.Add("<&>", false, uint64(0), "duplicate")
+	f.Fuzz(func(t *testing.T, video string, counted bool, n uint64, reason string) {
+		r := viewResponse{VideoID: video, Counted: counted, ViewCount: n, Reason: reason}
+		got, ok := r.appendJSON(nil)
+		if !ok {
+			return
+		}
+		var want bytes.Buffer
+		if err := json.NewEncoder(&want).Encode(r); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("%+v:\n got %s\nwant %s", r, got, want.Bytes())
+		}
+	})
+}

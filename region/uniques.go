@@ -364,7 +364,7 @@ type chunkWrite struct {
 // that the Prepare hook handles every table alike.
 func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWrite, error) {
 	queue := t.queue.take()
-	var written []chunkWrite
+	written := make([]chunkWrite, 0, len(queue))
 	for _, k := range queue {
 		w := chunkWrite{key: k}
 		if !t.take(k, &w.regs) {

@@ -46,6 +46,7 @@ type counterTable struct {
 	count    atomic.Int64  // entries in the table
 	inserted atomic.Int64  // entries inserted since the last sweep
 	evicted  atomic.Uint64 // entries evicted since the table was made
+	removed  atomic.Uint64 // entries evicted or expired since the table was made
 	// queue holds the entries in the order the sweep visits them (only
 	// with a capacity): a second-chance FIFO, in an order that depends on
 	// nothing but the order of inserts, so that the simulator's runs
@@ -207,15 +208,24 @@ func (t *counterTable) load(k crdt.Key, read func() (c crdt.PNCounter, hold bool
 	}
 }
 
-// preload adds k's stored state c to the table, if it has room and k is
-// not in it. Only before serving: c must be k's latest state.
-func (t *counterTable) preload(k crdt.Key, c crdt.PNCounter) {
+// preload adds k's stored state c, read after the table's removals were
+// since, to the table, if it has room and k is not in it. It adds nothing
+// once any entry has left the table since: c might be older than it was.
+func (t *counterTable) preload(k crdt.Key, c crdt.PNCounter, since uint64) {
 	if t.capacity > 0 && t.len() >= t.capacity {
 		return
 	}
+	// An entry that left k's shard before find is counted in removals
+	// (counted under the shard's lock); one after, in gen.
 	_, gen := t.find(k)
+	if t.removals() != since {
+		return
+	}
 	t.insert(k, c, gen)
 }
+
+// removals counts the entries that left the table, evicted or expired.
+func (t *counterTable) removals() uint64 { return t.removed.Load() }
 
 // insert adds an entry for k holding the durable state c, read from Badger
 // when k's shard was at generation gen (find), unless another goroutine got
@@ -486,6 +496,7 @@ func (t *counterTable) remove(expired func(crdt.Key) bool) int {
 		}
 		if n > before {
 			s.gen++
+			t.removed.Add(uint64(n - before)) // before the unlock: see preload
 		}
 		s.mu.Unlock()
 	}
@@ -547,6 +558,7 @@ func (t *counterTable) evict() int {
 		}
 		delete(s.m, e.key)
 		s.gen++
+		t.removed.Add(1) // before the unlock: see preload
 		s.mu.Unlock()
 		n++
 	}

@@ -142,11 +142,12 @@ func (n *Node) EnableReplication(rc ReplicationConfig) error {
 		return fmt.Errorf("enable replication: %w", err)
 	}
 	var keys []crdt.Key
+	since := n.counters.removals()
 	err = n.store.ForEachCounter(func(k crdt.Key, c crdt.PNCounter) error {
 		if k.IsUnique() {
 			return nil // Open loaded the sketches into n.uniques
 		}
-		n.counters.preload(k, c)
+		n.counters.preload(k, c, since)
 		keys = append(keys, k)
 		return nil
 	})

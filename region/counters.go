@@ -501,6 +501,13 @@ func (t *counterTable) remove(expired func(crdt.Key) bool) int {
 		s.mu.Unlock()
 	}
 	t.count.Add(-int64(n))
+	if n > 0 && t.capacity > 0 {
+		// Their places in the queue too: a table under its capacity never
+		// sweeps it.
+		t.queueMu.Lock()
+		t.queue.drop((*counterEntry).isEvicted)
+		t.queueMu.Unlock()
+	}
 	return n
 }
 
@@ -574,6 +581,18 @@ type entryQueue struct {
 }
 
 func (q *entryQueue) push(e *counterEntry) { q.q = append(q.q, e) }
+
+// drop removes the entries gone reports, keeping the others' order.
+func (q *entryQueue) drop(gone func(*counterEntry) bool) {
+	kept := q.q[:0]
+	for _, e := range q.q[q.head:] {
+		if !gone(e) {
+			kept = append(kept, e)
+		}
+	}
+	clear(q.q[len(kept):])
+	q.q, q.head = kept, 0
+}
 
 func (q *entryQueue) pop() (*counterEntry, bool) {
 	if q.head == len(q.q) {

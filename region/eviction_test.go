@@ -275,3 +275,24 @@ func TestEvictedBuckets(t *testing.T) {
 		t.Errorf("%d of 10,000 buckets never evicted look evicted: want few", falsePos)
 	}
 }
+
+// TestCounterQueueDropsExpired: counters that expire leave the eviction
+// queue too, also while the table is under its capacity and never sweeps
+// it (a node that runs for months keeps no place per expired bucket).
+func TestCounterQueueDropsExpired(t *testing.T) {
+	tab := newCounterTable(100)
+	for i := range 50 {
+		tab.add(crdt.Key{Video: fmt.Sprintf("v%d", i), Event: EventView})
+	}
+	if n := tab.remove(func(k crdt.Key) bool { return k.Video < "v3" }); n == 0 {
+		t.Fatal("nothing expired")
+	}
+	if got, want := len(tab.queue.q)-tab.queue.head, tab.len(); got != want {
+		t.Fatalf("the queue holds %d entries, the table %d", got, want)
+	}
+	for _, e := range tab.queue.q[tab.queue.head:] {
+		if e.isEvicted() || tab.lookup(e.key) != e {
+			t.Fatalf("the queue holds %s, which left the table", e.key)
+		}
+	}
+}

@@ -512,11 +512,12 @@ func (t *counterTable) remove(expired func(crdt.Key) bool) int {
 }
 
 // Eviction sweeps: how many entries a sweep examines, at most, per entry
-// inserted since the last one, and besides.
+// inserted since the last one, and besides. Two per insert: a sweep passes
+// each entry spared once (used) and evicts it the next time, so it keeps up
+// with inserts as long as most entries it passes are clean.
 const (
 	sweepPerInsert = 2
 	sweepSlack     = 256
-	sweepMax       = 1 << 16
 )
 
 // evict drops entries from memory while the table holds more than its
@@ -540,7 +541,7 @@ func (t *counterTable) evict() int {
 	if t.capacity <= 0 || over <= 0 {
 		return 0
 	}
-	budget := min(sweepPerInsert*inserted+sweepSlack, sweepMax)
+	budget := sweepPerInsert*inserted + sweepSlack
 	n := 0
 	t.queueMu.Lock()
 	defer t.queueMu.Unlock()

@@ -151,7 +151,7 @@ func (s *Store) ReplayCounterLog(nowMs int64) (int, error) {
 	var logKeys [][]byte
 	n := 0
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixCounterLog}})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCounterLog}}) // records ≤ 1,000 B: in the LSM tree, see ForEachCounter
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()

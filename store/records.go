@@ -97,7 +97,9 @@ func counterIn(txn *badger.Txn, k crdt.Key) (c crdt.PNCounter, ok bool, err erro
 // returns an error.
 func (s *Store) ForEachCounter(fn func(crdt.Key, crdt.PNCounter) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixCounter}})
+		// Counter states are small, in the LSM tree (ValueThreshold): read
+		// in place, without the goroutine per item a prefetch starts.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCounter}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
@@ -212,7 +214,7 @@ func (s *Store) ForEachClaim(fn func(ClaimKey, crdt.Claims) error) (maxBlockSeq 
 			}
 			maxBlockSeq = max(maxBlockSeq, binary.BigEndian.Uint64(item.Key()[17:])) // 25 bytes: decodeClaimBlock checked
 		}
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixClaim}})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixClaim}}) // small values: see ForEachCounter
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
@@ -361,7 +363,7 @@ func (s *Store) migrateClaimsV1() error {
 	}
 	var rws []rewrite
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixClaim}})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixClaim}}) // small values: see ForEachCounter
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()

@@ -63,6 +63,7 @@ type serveSettings struct {
 	maxConns, maxInflight      int
 	maxInflightPerClient       int
 	maxInflightBytes           int64
+	memoryLimit                string
 	readHeaderTimeout          time.Duration
 	readTimeout, writeTimeout  time.Duration
 	idleTimeout                time.Duration
@@ -129,6 +130,7 @@ func serveFlags(cfg *region.Config, ss *serveSettings, cl *clusterFlags) *flag.F
 	fs.DurationVar(&cl.syncInterval, "sync-interval", 100*time.Millisecond, "how often replication ships deltas and heartbeats to each peer")
 	fs.DurationVar(&ss.aloneAfter, "alone-after", httpapi.DefaultAloneAfter, "with --join: how long a node that finds no peer waits before it serves alone and reports ready")
 	fs.DurationVar(&ss.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for in-flight HTTP requests")
+	fs.StringVar(&ss.memoryLimit, "memory-limit", "auto", "soft limit of the Go heap, to which the garbage collector holds it: auto (80% of the machine's or the cgroup's memory, unless GOMEMLIMIT is set), off, or a `size` such as 20GiB")
 	fs.BoolVar(&ss.inMemory, "in-memory", false, "keep all state in RAM (testing only: nothing survives a restart)")
 	fs.StringVar(&ss.logFormat, "log-format", "text", "log `format` on stderr: text or json")
 	fs.StringVar(&ss.logLevel, "log-level", "info", "log `level`: debug (every request, with its ID), info, warn, error")
@@ -179,6 +181,12 @@ func runServeEnv(ctx context.Context, args []string, getenv func(string) string,
 		fmt.Fprintf(stderr, "tally serve: %v\n", err)
 		return 2
 	}
+	limit, err := applyMemoryLimit(ss.memoryLimit, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "tally serve: %v\n", err)
+		return 2
+	}
+	log.Info("memory limit", "limit", limit)
 	if err := cl.resolve(cfg.Region, ss.http); err != nil {
 		fmt.Fprintf(stderr, "tally serve: %v\n", err)
 		return 2

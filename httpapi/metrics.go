@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"math"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -121,6 +122,7 @@ type requestChildren struct {
 
 // observeRequest counts one answered request and its latency.
 func (m *Metrics) observeRequest(route, method string, code int, seconds float64) {
+	method = methodLabel(method)
 	key := requestLabels{route, method, code}
 	m.childMu.RLock()
 	ch, ok := m.children[key]
@@ -140,6 +142,18 @@ func (m *Metrics) observeRequest(route, method string, code int, seconds float64
 	}
 	ch.count.Inc()
 	ch.latency.Observe(seconds)
+}
+
+// methodLabel is method as a label value: a client may send any token as
+// its method, and each distinct one would be a new series, so methods
+// other than HTTP's own are counted as "other".
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return method
+	}
+	return "other"
 }
 
 // Batch implements region.Observer.

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -144,6 +145,10 @@ func TestRequestMetricsLabels(t *testing.T) {
 	e.do(http.MethodGet, "/videos/lab/views?pretty", "", nil)
 	e.do(http.MethodPost, "/videos/lab/views", "text/plain", strings.NewReader(`{"userId":"u"}`))
 	e.do(http.MethodGet, "/no/such/route", "", nil)
+	// Methods of the client's own making are one label value, however many.
+	for i := range 5 {
+		e.do(fmt.Sprintf("BREW%d", i), "/no/such/route", "", nil)
+	}
 	r := e.do(http.MethodPut, "/videos/lab/views", "", nil)
 	if r.status != http.StatusMethodNotAllowed || r.header.Get(HeaderRequestID) == "" {
 		t.Fatalf("PUT: %s, %s %q", r, HeaderRequestID, r.header.Get(HeaderRequestID))
@@ -159,6 +164,7 @@ func TestRequestMetricsLabels(t *testing.T) {
 		`tally_http_requests_total{code="200",method="GET",route="/videos/:videoId/views"} 2`,
 		`tally_http_requests_total{code="415",method="POST",route="/videos/:videoId/views"} 1`,
 		`tally_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`tally_http_requests_total{code="404",method="other",route="unmatched"} 5`,
 		`tally_http_requests_total{code="405",method="PUT",route="/videos/:videoId/views"} 1`,
 		`tally_http_requests_total{code="204",method="OPTIONS",route="/videos/:videoId/views"} 1`,
 		`tally_http_request_duration_seconds_count{method="POST",route="/videos/:videoId/views"} 3`,
@@ -167,6 +173,9 @@ func TestRequestMetricsLabels(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	if strings.Contains(text, "BREW") {
+		t.Error("/metrics holds a client's method as a label value")
 	}
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", text)

@@ -277,9 +277,12 @@ func (e *counterEntry) touch() {
 // isEvicted reports whether e has left the table.
 func (e *counterEntry) isEvicted() bool { return e.flags.Load()&flagEvicted != 0 }
 
-// full reports whether the table holds more entries than its capacity.
-func (t *counterTable) full() bool {
-	return t.capacity > 0 && t.count.Load() > int64(t.capacity)
+// sweepDue reports whether the table holds more entries than its capacity
+// and has had sweepSlack inserts since its last sweep: reads alone then ask
+// for a batch to be cut, to evict (once per sweepSlack inserts, not per
+// read: entries the counter log pins can keep a table over its capacity).
+func (t *counterTable) sweepDue() bool {
+	return t.capacity > 0 && t.count.Load() > int64(t.capacity) && t.inserted.Load() >= sweepSlack
 }
 
 // len is the number of counters in memory.

@@ -223,7 +223,7 @@ func (n *Node) countOf(k crdt.Key) (Count, error) {
 	if e == nil {
 		return Count{}, err
 	}
-	if n.counters.full() {
+	if n.counters.sweepDue() {
 		// Reads alone cut no batches: have one cut, to evict.
 		n.committer.Kick()
 	}

@@ -296,3 +296,41 @@ func TestCounterQueueDropsExpired(t *testing.T) {
 		}
 	}
 }
+
+// TestColdReadsEvict: reads alone, on a node whose cache is full, have
+// batches cut to evict: the counters they load do not pile up.
+func TestColdReadsEvict(t *testing.T) {
+	clock := newFakeClock(t0)
+	cfg := testConfig(clock)
+	cfg.CounterCache, cfg.CounterLogEpoch, cfg.DisableTimeBuckets = 64, 2, true
+	n := openNode(t, cfg)
+	ctx := testCtx(t)
+	const videos = 1200
+	views := make([]View, 0, videos)
+	for i := range videos {
+		views = append(views, View{Video: fmt.Sprintf("v%d", i), User: "u"})
+	}
+	for i := 0; i < videos; i += 100 {
+		if _, err := n.RecordViews(ctx, views[i:i+100]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evicted := n.CountersEvicted()
+	for round := range 3 {
+		for i := range videos {
+			if c, err := n.Views(fmt.Sprintf("v%d", i)); err != nil || c.Value != 1 {
+				t.Fatalf("round %d: v%d counts %d (%v), want 1", round, i, c.Value, err)
+			}
+		}
+	}
+	// The batches the reads asked for are cut on the committer's
+	// goroutine: wait (generously) for them to have evicted.
+	for n.CountersEvicted() == evicted || n.Stats().Counters >= videos/2 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("after 3,600 cold reads with a cache of 64: %d counters held, %d evicted by the reads",
+				n.Stats().Counters, n.CountersEvicted()-evicted)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}

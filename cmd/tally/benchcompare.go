@@ -878,22 +878,48 @@ func cmpRoute(run string) (route, method string) {
 	}
 }
 
-// scrapeHistogram reads the cumulative buckets (upper bound → count) of
-// tally_http_request_duration_seconds for route and method.
-func scrapeHistogram(url, route, method string) map[float64]float64 {
+// fetchMetrics returns the text of the /metrics page at url ("" if it
+// cannot be read).
+func fetchMetrics(url string) string {
 	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	resp, err := cl.Get(url)
 	if err != nil {
-		return nil
+		return ""
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
+		return ""
+	}
+	return string(body)
+}
+
+// scrapeValues reads the values of the unlabelled series names from the
+// /metrics page at url; a series it cannot read is missing from the map.
+func scrapeValues(url string, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	for _, line := range strings.Split(fetchMetrics(url), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// scrapeHistogram reads the cumulative buckets (upper bound → count) of
+// tally_http_request_duration_seconds for route and method.
+func scrapeHistogram(url, route, method string) map[float64]float64 {
+	body := fetchMetrics(url)
+	if body == "" {
 		return nil
 	}
 	out := map[float64]float64{}
 	const name = "tally_http_request_duration_seconds_bucket{"
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		rest, ok := strings.CutPrefix(line, name)
 		if !ok {
 			continue

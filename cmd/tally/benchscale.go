@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -141,6 +142,7 @@ func benchScale(ctx context.Context, exe string, sc scaleConfig, stdout, stderr 
 		return err
 	}
 	rssLoaded := procRSS(p.cmd.Process.Pid)
+	held := scrapeValues("http://"+addr+"/metrics", "tally_counters_in_memory", "tally_counters_evicted_total", "go_gc_gomemlimit_bytes")
 	progress("ingested %d views (%d counted) in %.1fs: %.0f views/s; RSS %s", sc.Keys, counted.Load(), ingest.Seconds(),
 		float64(sc.Keys)/ingest.Seconds(), mib(rssLoaded))
 
@@ -175,6 +177,14 @@ func benchScale(ctx context.Context, exe string, sc scaleConfig, stdout, stderr 
 	fmt.Fprintf(stdout, "ingest            %.1fs  %.0f views/s\n", ingest.Seconds(), float64(sc.Keys)/ingest.Seconds())
 	fmt.Fprintf(stdout, "RAM after ingest  %s RSS (%s idle before): %.0f B/video (all one view of a new video leaves in memory: counter, claim, buckets, unique-viewer sketch, rate limiter, Badger's share)\n",
 		mib(rssLoaded), mib(rssIdle), float64(rssLoaded-rssIdle)/float64(sc.Keys))
+	if c, ok := held["tally_counters_in_memory"]; ok {
+		limit := "none"
+		if l := held["go_gc_gomemlimit_bytes"]; l > 0 && l < math.MaxInt64 {
+			limit = mib(int64(l))
+		}
+		fmt.Fprintf(stdout, "counters          %.0f in memory after ingest, %.0f evicted (--counter-cache); Go memory limit %s\n",
+			c, held["tally_counters_evicted_total"], limit)
+	}
 	fmt.Fprintf(stdout, "RAM after restart %s RSS: %.0f B/video (claims of the live window and sketches load at start; counters on demand)\n",
 		mib(rssRestart), float64(rssRestart-rssIdle)/float64(sc.Keys))
 	fmt.Fprintf(stdout, "disk              %s: %.0f B/video (counter, claim, minute/hour/day buckets, unique-viewer chunk, raw event; after a clean stop, before compaction)\n", mib(disk), float64(disk)/float64(sc.Keys))

@@ -54,9 +54,13 @@ type loggedKey interface {
 // goroutine uses it: Prepare and its after hook run there, one batch at a
 // time.
 type counterLog struct {
-	epochRecords int              // epochRecords, or fewer in tests
-	seq          func() uint64    // names log records
-	rec          store.CounterLog // the batch being prepared's records
+	epochRecords int // epochRecords, or fewer in tests
+	// maxMembers, if set, also ends an epoch once it has logged that many
+	// keys: a logged counter cannot be evicted until its epoch is
+	// checkpointed, so a small counter cache takes short epochs.
+	maxMembers int
+	seq        func() uint64    // names log records
+	rec        store.CounterLog // the batch being prepared's records
 
 	members map[loggedKey]struct{} // keys logged in the current epoch
 	// logged is members in the order first logged: the order they are
@@ -108,7 +112,8 @@ func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mut
 	logged := l.batch
 	l.batch = 0
 	l.states += logged
-	if len(l.keys) >= l.epochRecords && len(l.drain) == 0 && l.drainKeys == nil {
+	full := len(l.keys) >= l.epochRecords || l.maxMembers > 0 && len(l.members) >= l.maxMembers
+	if full && len(l.keys) > 0 && len(l.drain) == 0 && l.drainKeys == nil {
 		l.drain, l.logged = l.logged, nil
 		// Checkpoint in step with logging: the epoch drains while as many
 		// states are logged as it logged (as fast as logging even if each

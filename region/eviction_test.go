@@ -334,3 +334,38 @@ func TestColdReadsEvict(t *testing.T) {
 		}
 	}
 }
+
+// TestCounterCacheBoundsLoggedCounters: a counter the counter log holds
+// cannot be evicted until its epoch is checkpointed, so a small cache
+// shortens the epochs: a node ingesting new videos holds about its cache's
+// worth of counters, not every counter of the log's (default, 16,384
+// record) epochs.
+func TestCounterCacheBoundsLoggedCounters(t *testing.T) {
+	clock := newFakeClock(t0)
+	cfg := testConfig(clock)
+	cfg.CounterCache = 400
+	n := openNode(t, cfg)
+	ctx := testCtx(t)
+	const videos, batch = 3000, 100
+	held := 0
+	for i := 0; i < videos; i += batch {
+		views := make([]View, 0, batch)
+		for j := i; j < i+batch; j++ {
+			views = append(views, View{Video: fmt.Sprintf("v%d", j), User: "u"})
+		}
+		if _, err := n.RecordViews(ctx, views); err != nil {
+			t.Fatal(err)
+		}
+		held = max(held, n.Stats().Counters)
+	}
+	// 12,000 counters touched (a total and three buckets per video); the
+	// log's epochs alone would hold them all.
+	if held > 2000 {
+		t.Errorf("held up to %d counters with a cache of 400", held)
+	}
+	for i := range videos {
+		if c, err := n.Views(fmt.Sprintf("v%d", i)); err != nil || c.Value != 1 {
+			t.Fatalf("v%d counts %d (%v), want 1", i, c.Value, err)
+		}
+	}
+}

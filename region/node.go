@@ -235,6 +235,10 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.CounterLogEpoch > 0 {
 		n.clog.epochRecords = cfg.CounterLogEpoch
 	}
+	// The counters an epoch logs stay in memory until it is checkpointed:
+	// at most a quarter of the cache per epoch (about three epochs are
+	// held at once).
+	n.clog.maxMembers = cfg.CounterCache / 4
 	n.counters.log, n.uniques.log = n.clog, n.clog
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,

@@ -111,11 +111,8 @@ func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry
 				// peer's state is merged into memory), so no disk read.
 				return crdt.PNCounter{}, true, nil
 			}
-			c, _, err := n.store.Counter(k)
-			if err != nil {
-				return c, false, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
-			}
-			return c, true, nil
+			c, _, err := n.storedCounter(k)
+			return c, true, err
 		})
 		if err != nil {
 			return out, err
@@ -213,13 +210,7 @@ func (n *Node) Count(video, event string) (Count, error) {
 // countOf reads counter k without caching a miss (unknown IDs must not fill
 // memory).
 func (n *Node) countOf(k crdt.Key) (Count, error) {
-	e, err := n.counters.load(k, func() (crdt.PNCounter, bool, error) {
-		c, ok, err := n.store.Counter(k)
-		if err != nil {
-			return c, false, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
-		}
-		return c, ok, nil
-	})
+	e, err := n.counters.load(k, func() (crdt.PNCounter, bool, error) { return n.storedCounter(k) })
 	if e == nil {
 		return Count{}, err
 	}
@@ -252,9 +243,9 @@ func (n *Node) netOf(k crdt.Key) (int64, error) {
 	if e := n.counters.lookup(k); e != nil {
 		return int64(e.durableNet()), nil
 	}
-	c, _, err := n.store.Counter(k)
+	c, _, err := n.storedCounter(k)
 	if err != nil {
-		return 0, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+		return 0, err
 	}
 	return int64(c.P.Value() - c.N.Value()), nil
 }

@@ -729,12 +729,19 @@ func (n *Node) validate(v View, nowMs int64) error {
 // entry returns the in-memory entry for k, loading it from Badger if needed.
 func (n *Node) entry(k crdt.Key) (*counterEntry, error) {
 	return n.counters.load(k, func() (crdt.PNCounter, bool, error) {
-		c, _, err := n.store.Counter(k)
-		if err != nil {
-			return c, false, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
-		}
-		return c, true, nil
+		c, _, err := n.storedCounter(k)
+		return c, true, err
 	})
+}
+
+// storedCounter reads counter k's state from Badger, and whether it is
+// there; a read that fails is ErrUnavailable.
+func (n *Node) storedCounter(k crdt.Key) (crdt.PNCounter, bool, error) {
+	c, ok, err := n.store.Counter(k)
+	if err != nil {
+		return crdt.PNCounter{}, false, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
+	}
+	return c, ok, nil
 }
 
 // Count is a counter's durable value as this node knows it.

@@ -121,11 +121,8 @@ func (n *Node) durableState(k crdt.Key) (crdt.PNCounter, error) {
 	if e := n.counters.lookup(k); e != nil {
 		return e.durableState(), nil
 	}
-	c, _, err := n.store.Counter(k)
-	if err != nil {
-		return crdt.PNCounter{}, fmt.Errorf("%w: load counter: %v", ErrUnavailable, err)
-	}
-	return c, nil
+	c, _, err := n.storedCounter(k)
+	return c, err
 }
 
 // EnableReplication starts replicating this node's counters. It loads every

@@ -92,6 +92,17 @@ func scrape(t *testing.T, e *testEnv) string {
 	return string(r.body)
 }
 
+// expectMetrics fails t (without stopping it) for each of want that the
+// /metrics text lacks.
+func expectMetrics(t *testing.T, text string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("/metrics lacks %q", w)
+		}
+	}
+}
+
 // readAudit reads an audit stream: its events and its closing line.
 func readAudit(t *testing.T, r response) ([]AuditEvent, AuditEnd) {
 	t.Helper()
@@ -220,11 +231,7 @@ func TestFilteredEventsMetric(t *testing.T) {
 		t.Fatalf("denied views counted: %d", c)
 	}
 	text := scrape(t, e)
-	for _, want := range []string{`tally_filtered_events_total{reason="denied"} 3`, `tally_ingest_events_total{fate="denied"} 3`} {
-		if !strings.Contains(text, want) {
-			t.Errorf("/metrics lacks %q", want)
-		}
-	}
+	expectMetrics(t, text, `tally_filtered_events_total{reason="denied"} 3`, `tally_ingest_events_total{fate="denied"} 3`)
 }
 
 // fakeKeyring records keyring operations.

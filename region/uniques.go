@@ -379,6 +379,29 @@ func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWr
 // current copies chunk k's live registers into dst; it reports false if k
 // is not a chunk this table holds.
 func (t *uniqueTable) current(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool {
+	return t.withChunk(k, func(sk *uniqueSketch, c int) bool {
+		sk.chunk(c, dst)
+		return true
+	})
+}
+
+// take clears chunk k's queued mark and copies its registers into dst; it
+// reports false if k was not queued (a repeat, or not a chunk of this table).
+func (t *uniqueTable) take(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool {
+	return t.withChunk(k, func(sk *uniqueSketch, c int) bool {
+		if sk.queued&(1<<c) == 0 {
+			return false
+		}
+		sk.queued &^= 1 << c
+		sk.chunk(c, dst)
+		return true
+	})
+}
+
+// withChunk calls fn, with k's shard locked, on the sketch and chunk index
+// k names, and returns what fn does; false if k is not a chunk this table
+// holds.
+func (t *uniqueTable) withChunk(k crdt.Key, fn func(sk *uniqueSketch, c int) bool) bool {
 	video, c, ok := crdt.ParseUniqueKey(k)
 	if !ok {
 		return false
@@ -387,31 +410,7 @@ func (t *uniqueTable) current(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bo
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sk := s.m[video]
-	if sk == nil {
-		return false
-	}
-	sk.chunk(c, dst)
-	return true
-}
-
-// take clears chunk k's queued mark and copies its registers into dst; it
-// reports false if k was not queued (a repeat, or not a chunk of this table).
-func (t *uniqueTable) take(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool {
-	video, c, ok := crdt.ParseUniqueKey(k)
-	if !ok {
-		return false
-	}
-	s := t.shard(video)
-	s.mu.Lock()
-	sk := s.m[video]
-	if sk == nil || sk.queued&(1<<c) == 0 {
-		s.mu.Unlock()
-		return false
-	}
-	sk.queued &^= 1 << c
-	sk.chunk(c, dst)
-	s.mu.Unlock()
-	return true
+	return sk != nil && fn(sk, c)
 }
 
 // settle records that the batch holding written is durable: each chunk's

@@ -180,9 +180,19 @@ func BenchmarkHTTPGet(b *testing.B) {
 	})
 }
 
-// BenchmarkHTTPBatch: POST /v1/events of 1,000 fresh views each (half on one
-// hot video, half spread over 10,000), 4 connections; reports views/s.
+// BenchmarkHTTPBatch: POST /v1/events of 1,000 fresh views each, 4
+// connections; reports views/s. Sub-benchmarks: every view on one hot video,
+// every view spread over 10,000 videos, and half of each.
 func BenchmarkHTTPBatch(b *testing.B) {
+	for _, mix := range []struct {
+		name  string
+		every int // every view whose index is a multiple of it goes to the hot video; 0: none
+	}{{"hot", 1}, {"spread", 0}, {"half", 2}} {
+		b.Run(mix.name, func(b *testing.B) { benchHTTPBatch(b, mix.every) })
+	}
+}
+
+func benchHTTPBatch(b *testing.B, hotEvery int) {
 	addr, _, obs := benchNode(b)
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	const size = 1000
@@ -191,7 +201,7 @@ func BenchmarkHTTPBatch(b *testing.B) {
 		for j := range pairs {
 			k := i*size + j
 			pairs[j] = cmpPair{video: "v" + strconv.Itoa(k%10000), user: "u" + run + strconv.Itoa(k)}
-			if j%2 == 0 {
+			if hotEvery > 0 && j%hotEvery == 0 {
 				pairs[j].video = "hot"
 			}
 		}

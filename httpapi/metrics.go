@@ -40,6 +40,10 @@ type Metrics struct {
 	// fates mirrors ingested, indexed by store.Fate, for the dashboard's
 	// ingest rate (reading a Prometheus counter back is not its purpose).
 	fates [store.FateReapplied + 1]atomic.Uint64
+	// ingestedBy and filteredBy hold the children of ingested and filtered
+	// made at start, by fate (nil for the others): Ingested runs once per
+	// event, and WithLabelValues hashes its label every time.
+	ingestedBy, filteredBy [store.FateReapplied + 1]prometheus.Counter
 }
 
 var _ region.Observer = (*Metrics)(nil)
@@ -98,10 +102,10 @@ func NewMetrics() *Metrics {
 		m.filtered, m.shed, m.adminDenied,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, f := range []store.Fate{store.FateCounted, store.FateDuplicate, store.FateRateLimited, store.FateDenied} {
-		m.ingested.WithLabelValues(f.String())
+		m.ingestedBy[f] = m.ingested.WithLabelValues(f.String())
 	}
 	for _, f := range []store.Fate{store.FateRateLimited, store.FateDenied} {
-		m.filtered.WithLabelValues(f.String())
+		m.filteredBy[f] = m.filtered.WithLabelValues(f.String())
 	}
 	for _, r := range []string{shedRequests, shedBytes, shedClient, shedCommitQueue} {
 		m.shed.WithLabelValues(r)
@@ -172,13 +176,19 @@ func (m *Metrics) Batch(st store.BatchStats) {
 
 // Ingested implements region.Observer.
 func (m *Metrics) Ingested(f store.Fate) {
-	m.ingested.WithLabelValues(f.String()).Inc()
-	if f == store.FateRateLimited || f == store.FateDenied {
-		m.filtered.WithLabelValues(f.String()).Inc()
+	if int(f) >= len(m.fates) {
+		m.ingested.WithLabelValues(f.String()).Inc()
+		return
 	}
-	if int(f) < len(m.fates) {
-		m.fates[f].Add(1)
+	if c := m.ingestedBy[f]; c != nil {
+		c.Inc()
+	} else {
+		m.ingested.WithLabelValues(f.String()).Inc()
 	}
+	if c := m.filteredBy[f]; c != nil {
+		c.Inc()
+	}
+	m.fates[f].Add(1)
 }
 
 // ingestTotals returns the events ingested so far: counted, duplicate and

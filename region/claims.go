@@ -38,7 +38,20 @@ type claimTable struct {
 	// batch not final yet, nil once it is. Set before the first claim.
 	done func(seq uint64) <-chan struct{}
 
-	queue keyQueue[store.ClaimKey] // claim sets changed since the last batch was cut
+	// fresh holds the claims this node won since the last batch was cut,
+	// each once (a key is won once); queue holds the other claim sets changed
+	// since then (merged from peers, or put back by a failed batch).
+	fresh keyQueue[freshClaim]
+	queue keyQueue[store.ClaimKey]
+}
+
+// freshClaim is a claim this node won (claimLocal): its set was this node's
+// claim alone, made at ingestMs, and that is what a batch writes of it. A
+// merge that changes the set before the batch is cut queues the key as well,
+// so the batch writes the merged set too; the two merge again when read.
+type freshClaim struct {
+	key      store.ClaimKey
+	ingestMs int64
 }
 
 type claimShard struct {
@@ -136,9 +149,9 @@ func (s *claimShard) putLocked(id claimID, c crdt.Claims, batch uint64) {
 func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64, batch uint64) (won bool, synced <-chan struct{}) {
 	id, s := t.id(k)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	m := s.windows[k.Window]
 	if cur, ok := m[id]; ok {
+		defer s.mu.Unlock()
 		if cur.batch == 0 {
 			return false, nil
 		}
@@ -149,8 +162,15 @@ func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs 
 		m[id] = cur
 		return false, nil
 	}
-	s.putLocked(id, crdt.NewClaims(self, ingestMs), batch)
-	t.enqueue(k)
+	// A set of one claim of self at StageClaimed, held inline (putLocked);
+	// an id with no slot has no multi entry either.
+	if m == nil {
+		m = make(map[claimID]claimSlot)
+		s.windows[k.Window] = m
+	}
+	m[id] = claimSlot{replica: self, ingestMs: ingestMs, batch: batch}
+	s.mu.Unlock()
+	t.fresh.push(freshClaim{key: k, ingestMs: ingestMs})
 	return true, nil
 }
 
@@ -245,17 +265,36 @@ func (t *claimTable) get(k store.ClaimKey) (crdt.Claims, bool) {
 func (t *claimTable) enqueue(k store.ClaimKey) { t.queue.push(k) }
 
 // prepare is the claims' part of the committer's Prepare hook (which runs
-// with the admission gate held exclusively): it appends the current state of
-// every queued claim set that has not expired at nowMs, and returns the
-// written keys (for replication, once durable). A set holding only self's
-// fresh claim, as every view counted here leaves it, goes into a claim block
-// of its window (store.ClaimBlock, keys unique by seq); any other set is
-// written on its own.
+// with the admission gate held exclusively): it appends the claims won here
+// and the current state of every other queued claim set that has not expired
+// at nowMs, and returns the written keys (for replication, once durable). A
+// set holding only self's fresh claim, as every view counted here leaves it,
+// goes into a claim block of its window (store.ClaimBlock, keys unique by
+// seq), with no lookup for a claim won here; any other set is written on its
+// own.
 func (t *claimTable) prepare(dst []store.Mutation, nowMs int64, self crdt.ReplicaID, seq func() uint64) ([]store.Mutation, []store.ClaimKey, error) {
+	fresh := t.fresh.take()
 	queue := t.queue.takeDistinct()
 	var firstErr error
-	written := queue[:0]
+	written := make([]store.ClaimKey, 0, len(fresh)+len(queue))
 	var blocks map[uint64]*store.ClaimBlock
+	block := func(k store.ClaimKey, ingestMs int64) {
+		if blocks == nil {
+			blocks = make(map[uint64]*store.ClaimBlock, 1)
+		}
+		b := blocks[k.Window]
+		if b == nil {
+			b = new(store.ClaimBlock)
+			blocks[k.Window] = b
+		}
+		b.Add(k, ingestMs)
+		written = append(written, k)
+	}
+	for _, f := range fresh {
+		if t.expiryMs(f.key.Window) > nowMs {
+			block(f.key, f.ingestMs)
+		}
+	}
 	for _, k := range queue {
 		c, ok := t.get(k)
 		ttlMs := t.expiryMs(k.Window) - nowMs
@@ -263,16 +302,7 @@ func (t *claimTable) prepare(dst []store.Mutation, nowMs int64, self crdt.Replic
 			continue // expired: nothing needs it any more
 		}
 		if c.Len() == 1 && c.Stage(self) == crdt.StageClaimed {
-			if blocks == nil {
-				blocks = make(map[uint64]*store.ClaimBlock, 1)
-			}
-			b := blocks[k.Window]
-			if b == nil {
-				b = new(store.ClaimBlock)
-				blocks[k.Window] = b
-			}
-			b.Add(k, c.IngestMs(self))
-			written = append(written, k)
+			block(k, c.IngestMs(self))
 			continue
 		}
 		m, err := store.ClaimMutation(k, c, msDuration(ttlMs))

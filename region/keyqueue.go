@@ -17,11 +17,20 @@ func (q *keyQueue[K]) push(keys ...K) {
 	q.mu.Unlock()
 }
 
-// take empties the queue and returns what it held.
+// take empties the queue and returns what it held. The queue starts again
+// with room for as many keys: batches tend to be alike, and growing by
+// appends copied a batch of claims several times over (issue 9).
 func (q *keyQueue[K]) take() []K {
 	q.mu.Lock()
+	n := len(q.keys)
+	q.mu.Unlock()
+	var next []K
+	if n > 0 {
+		next = make([]K, 0, n) // made with the lock released: pushes go on
+	}
+	q.mu.Lock()
 	keys := q.keys
-	q.keys = nil
+	q.keys = next
 	q.mu.Unlock()
 	return keys
 }

@@ -23,9 +23,13 @@ type keyedLimiter struct {
 	shards [limiterShards]limiterShard
 }
 
+// limiterShard holds the buckets of the keys whose hash falls in it, by
+// that 64-bit hash rather than by the key: the map then neither hashes nor
+// compares strings, nor keeps the request's strings alive. Two keys of one
+// hash (about 2^-64 likely per pair) would share a bucket.
 type limiterShard struct {
 	mu       sync.Mutex // protects cur and old
-	cur, old map[string]limiterSlot
+	cur, old map[uint64]limiterSlot
 }
 
 // limiterSlot is one key's bucket. A key seen once needs no rate.Limiter:
@@ -42,27 +46,28 @@ type limiterSlot struct {
 func newKeyedLimiter(perSecond float64, burst, maxKeys int) *keyedLimiter {
 	l := &keyedLimiter{limit: rate.Limit(perSecond), burst: burst, perGen: max(1, maxKeys/limiterShards/2), seed: maphash.MakeSeed()}
 	for i := range l.shards {
-		l.shards[i].cur = make(map[string]limiterSlot)
+		l.shards[i].cur = make(map[uint64]limiterSlot)
 	}
 	return l
 }
 
 // allow takes one token from key's bucket at time now.
 func (l *keyedLimiter) allow(key string, now time.Time) bool {
-	s := &l.shards[maphash.String(l.seed, key)%limiterShards]
+	h := maphash.String(l.seed, key)
+	s := &l.shards[h%limiterShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, seen := s.cur[key]
+	b, seen := s.cur[h]
 	if !seen {
-		if b, seen = s.old[key]; seen {
-			delete(s.old, key)
+		if b, seen = s.old[h]; seen {
+			delete(s.old, h)
 		}
 		if len(s.cur) >= l.perGen {
-			s.old, s.cur = s.cur, make(map[string]limiterSlot, l.perGen)
+			s.old, s.cur = s.cur, make(map[uint64]limiterSlot, l.perGen)
 		}
 	}
 	allowed := b.take(l, now, seen)
-	s.cur[key] = b
+	s.cur[h] = b
 	return allowed
 }
 

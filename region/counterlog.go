@@ -9,8 +9,9 @@ import (
 )
 
 // Checkpointing of the counter log (store.CounterLog): each group commit
-// writes the states of the counters and unique-viewer chunks it changed as a
-// few log records, not one Badger entry per key; the log is then
+// writes the states of the counters it changed as a few log records, not one
+// Badger entry per key (unique-viewer chunks go to their own entries:
+// uniqueTable.prepare); the log is then
 // checkpointed in epochs. An epoch ends once it has written epochRecords
 // records (and the previous one is done): its keys (each once, however often
 // it was logged) are written to their own entries, each batch taking a share
@@ -37,7 +38,7 @@ const (
 )
 
 // loggedKey is a key whose state the counter log holds: a counter
-// (loggedCounter) or a unique-viewer chunk (loggedChunk). checkpoint is the
+// (loggedCounter), or a test's fake. checkpoint is the
 // write of its current state to its own entry, ok false if it has expired.
 // It runs in Prepare, with the admission gate held exclusively and after
 // every changed key was logged, so the current state is the latest logged.
@@ -124,23 +125,34 @@ func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mut
 		l.drainKeys, l.keys, l.states = l.keys, nil, 0
 		l.members = make(map[loggedKey]struct{})
 	}
-	n := min(len(l.drain), max(minDrain, int(math.Ceil(l.ratio*float64(logged)))))
-	taken := l.drain[len(l.drain)-n:]
-	l.drain = l.drain[: len(l.drain)-n : len(l.drain)-n] // appends must not write over taken
-	drained = taken[:0]
-	for _, k := range taken {
+	var failed []loggedKey
+	for n := max(minDrain, int(math.Ceil(l.ratio*float64(logged)))); n > 0 && len(l.drain) > 0; {
+		k := l.drain[len(l.drain)-1]
+		l.drain = l.drain[:len(l.drain)-1]
+		if _, again := l.members[k]; again {
+			// The current epoch logged k again, in this batch or a durable
+			// one: its records hold a state at least as new as the ending
+			// epoch's, and stay until that epoch is checkpointed in turn,
+			// so k needs no write now. A key changed in every epoch (a busy
+			// video's counters) is written to its entry only when it stops
+			// changing, or by Open's or Close's replay.
+			drained = append(drained, k)
+			continue
+		}
+		n--
 		m, ok, cerr := k.checkpoint(nowMs)
 		switch {
 		case cerr != nil:
 			// Not checkpointed: the epoch's records must stay until it is.
 			err = cerr
-			l.drain = append(l.drain, k)
+			failed = append(failed, k)
 			continue
 		case ok:
 			dst = append(dst, m)
 		}
 		drained = append(drained, k)
 	}
+	l.drain = append(l.drain, failed...)
 	deleted = l.takeDeletes()
 	return append(dst, store.CounterLogDeletes(deleted)...), drained, deleted, err
 }
@@ -156,23 +168,6 @@ func (c loggedCounter) checkpoint(nowMs int64) (store.Mutation, bool, error) {
 }
 
 func (c loggedCounter) setLogged(v bool) { c.e.inLog = v }
-
-// loggedChunk is a unique-viewer chunk of t in the counter log.
-type loggedChunk struct {
-	t *uniqueTable
-	k crdt.Key
-}
-
-func (c loggedChunk) checkpoint(int64) (store.Mutation, bool, error) {
-	var regs [crdt.HLLChunkRegisters]uint8
-	if !c.t.current(c.k, &regs) {
-		return store.Mutation{}, false, nil
-	}
-	return store.CounterValueMutation(c.k, crdt.AppendChunkState(nil, &regs)), true, nil
-}
-
-// setLogged does nothing: sketches stay in memory whole.
-func (loggedChunk) setLogged(bool) {}
 
 // takeDeletes hands over the records this batch deletes.
 func (l *counterLog) takeDeletes() [][]byte {

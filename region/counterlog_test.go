@@ -8,11 +8,12 @@ import (
 	"github.com/tallyhq/tally/store"
 )
 
-// TestCounterLogCrash: counters and unique-viewer chunks written through the
-// counter log over many epochs keep the log bounded (checkpointed and deleted
-// as it goes), and a node that dies without closing (its last batches
-// durable, nothing checkpointed since) comes back with every count, bucket
-// and sketch exact.
+// TestCounterLogCrash: counters written through the counter log over many
+// epochs, every one of them logged again in each epoch (so that draining an
+// epoch skips them: TestCounterLogSkipsKeysLoggedAgain), keep the log
+// bounded (checkpointed and deleted as it goes), and a node that dies
+// without closing (its last batches durable, nothing checkpointed since)
+// comes back with every count, bucket and sketch exact.
 func TestCounterLogCrash(t *testing.T) {
 	st, err := store.Open(store.InMemoryOptions())
 	if err != nil {
@@ -69,7 +70,7 @@ func TestCounterLogCrash(t *testing.T) {
 		t.Errorf("%d log records after Open, want the log replayed and gone", recs)
 	}
 	nowMs := clock.Now().UnixMilli()
-	// The sketches came back whole too: their chunks were logged as well.
+	// The sketches came back whole too (their chunks have their own entries).
 	want, err := n.UniqueViewers("v7")
 	if err != nil || want < rounds*9/10 || want > rounds*11/10 {
 		t.Fatalf("unique viewers of v7 before the crash: %d, %v; want about %d", want, err, rounds)
@@ -133,5 +134,72 @@ func TestCounterLogCheckpointFailure(t *testing.T) {
 	muts, _, deleted, err = l.prepare(nil, 0)
 	if err != nil || len(deleted) != 1 || string(deleted[0]) != record || len(muts) != 1 || !muts[0].Delete {
 		t.Fatalf("after the durable checkpoint: %+v, deleted %q, err %v; want the epoch's record deleted", muts, deleted, err)
+	}
+}
+
+// countingKey is a loggedKey that counts its checkpoints.
+type countingKey struct {
+	id     int
+	writes *int
+}
+
+func (k countingKey) checkpoint(int64) (store.Mutation, bool, error) {
+	*k.writes++
+	return store.Mutation{Key: []byte(fmt.Sprint("c-", k.id)), Value: []byte{0x92, 0x90, 0x90}}, true, nil
+}
+
+func (countingKey) setLogged(bool) {}
+
+// TestCounterLogSkipsKeysLoggedAgain: draining an epoch writes the entries of
+// the keys the next epoch has not logged again, and skips the others (their
+// newer states are in the next epoch's records, which stay until that epoch
+// is drained in turn); the epoch's records are deleted once the drain is
+// durable all the same.
+func TestCounterLogSkipsKeysLoggedAgain(t *testing.T) {
+	seq := uint64(0)
+	l := newCounterLog(func() uint64 { seq++; return seq })
+	writes := 0
+	var busy, idle []countingKey
+	for i := range 100 {
+		busy = append(busy, countingKey{i, &writes})
+		idle = append(idle, countingKey{100 + i, &writes})
+	}
+	state := []byte{0x92, 0x90, 0x90}
+	batch := func(keys ...[]countingKey) (muts []store.Mutation, drained int, deleted [][]byte) {
+		t.Helper()
+		for _, ks := range keys {
+			for _, k := range ks {
+				if m := l.put(nil, crdt.Key{Video: fmt.Sprint("v", k.id), Event: "view"}, state, 0, 0, k); len(m) != 0 {
+					t.Fatalf("put wrote %+v, want the state logged", m)
+				}
+			}
+		}
+		muts, dr, deleted, err := l.prepare(nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.done(nil, dr, deleted)
+		return muts, len(dr), deleted
+	}
+	// The first epoch: two batches of the 200 keys. The second ends it,
+	// and starts draining it, 100 keys a batch (half a key per state).
+	batch(busy, idle)
+	recs := len(l.keys)
+	l.epochRecords = 2 * recs
+	batch(busy, idle)
+	if len(l.drain) != 100 || writes != 100 {
+		t.Fatalf("epoch ended: %d keys left to drain, %d written; want 100 and 100", len(l.drain), writes)
+	}
+	// The next batch logs the busy keys again: the drain skips them, and is
+	// done without a write.
+	if _, drained, _ := batch(busy); drained != 100 || writes != 100 || len(l.drain) != 0 {
+		t.Fatalf("busy keys logged again: %d drained, %d written in all, %d left; want 100 drained with no write", drained, writes, len(l.drain))
+	}
+	// The drain is durable: the first epoch's records go in the next batch.
+	if _, _, deleted := batch(); len(deleted) != 2*recs {
+		t.Fatalf("%d records deleted, want the first epoch's %d", len(deleted), 2*recs)
+	}
+	if _, ok := l.members[busy[0]]; !ok {
+		t.Fatal("a busy key is not in the current epoch: its state would be in no record")
 	}
 }

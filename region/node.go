@@ -239,7 +239,7 @@ func Open(cfg Config) (*Node, error) {
 	// at most a quarter of the cache per epoch (about three epochs are
 	// held at once).
 	n.clog.maxMembers = cfg.CounterCache / 4
-	n.counters.log, n.uniques.log = n.clog, n.clog
+	n.counters.log = n.clog
 	n.committer = store.NewCommitter(st, store.CommitterConfig{
 		Prepare:    n.prepareBatch,
 		MaxPending: cfg.MaxPending,

@@ -43,10 +43,6 @@ type uniqueTable struct {
 	// queue holds the chunks changed since the last batch was cut, each at
 	// most once: a chunk is appended only when its queued bit goes from 0 to 1.
 	queue keyQueue[crdt.Key]
-
-	// log is the node's counter log (shared with its counters), used by
-	// Prepare alone; nil writes every chunk to its own entry.
-	log *counterLog
 }
 
 type uniqueShard struct {
@@ -362,6 +358,12 @@ type chunkWrite struct {
 // crdt.AppendChunkState, and returns the chunks written, for settle. A
 // chunk's encoding cannot fail, so the error is always nil; it is kept so
 // that the Prepare hook handles every table alike.
+//
+// Chunks are written to their own entries, not to the counter log: a view
+// grows one chunk of 64, so but for a busy video's a chunk changes about
+// once per epoch, and logging it cost a log state and a checkpoint write
+// where its own entry costs one write (issue 9: batches over 10,000 videos
+// went from 66k to 83k views/s).
 func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWrite, error) {
 	queue := t.queue.take()
 	written := make([]chunkWrite, 0, len(queue))
@@ -370,19 +372,10 @@ func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWr
 		if !t.take(k, &w.regs) {
 			continue
 		}
-		dst = t.log.put(dst, k, crdt.AppendChunkState(nil, &w.regs), 0, 0, loggedChunk{t, k})
+		dst = append(dst, store.CounterValueMutation(k, crdt.AppendChunkState(nil, &w.regs)))
 		written = append(written, w)
 	}
 	return dst, written, nil
-}
-
-// current copies chunk k's live registers into dst; it reports false if k
-// is not a chunk this table holds.
-func (t *uniqueTable) current(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool {
-	return t.withChunk(k, func(sk *uniqueSketch, c int) bool {
-		sk.chunk(c, dst)
-		return true
-	})
 }
 
 // take clears chunk k's queued mark and copies its registers into dst; it

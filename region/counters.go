@@ -22,9 +22,11 @@ type counterTable struct {
 	dirtyMu sync.Mutex      // protects dirty
 	dirty   []*counterEntry // entries with increments not yet handed to a batch
 
-	// onDurable, if set, is called on the commit goroutine with the keys whose
-	// durable state a batch advanced (replication ships only durable state).
-	onDurable func([]crdt.Key)
+	// onDurable, if set, is called on the commit goroutine with the entries
+	// whose durable state a batch advanced (replication ships only durable
+	// state). They are in the table: none can be evicted before its batch
+	// is durable, and eviction runs on the commit goroutine too.
+	onDurable func([]*counterEntry)
 	// ttl, if set, is how long Badger keeps a key's state (0: forever); a
 	// negative ttl means the key has expired and is not written any more.
 	ttl func(k crdt.Key, nowMs int64) time.Duration
@@ -418,11 +420,11 @@ func (t *counterTable) prepare(dst []store.Mutation) ([]store.Mutation, func(err
 			}
 			return
 		}
-		var changed []crdt.Key
+		var changed []*counterEntry
 		for _, s := range snaps {
 			s.e.mu.Lock()
 			if s.e.advanceDurable(s.state) {
-				changed = append(changed, s.e.key)
+				changed = append(changed, s.e)
 			}
 			s.e.mu.Unlock()
 		}

@@ -148,14 +148,10 @@ func (n *Node) adjustBuckets(video, event string, ingestMs int64, down bool) err
 }
 
 // observeBuckets feeds durable bucket values to the trending tracker.
-func (n *Node) observeBuckets(keys []crdt.Key) {
+func (n *Node) observeBuckets(entries []*counterEntry) {
 	nowMs := n.now().UnixMilli()
-	for _, k := range keys {
-		b, ok := crdt.ParseBucketKey(k)
-		if !ok {
-			continue
-		}
-		if e := n.counters.lookup(k); e != nil {
+	for _, e := range entries {
+		if b, ok := crdt.ParseBucketKey(e.key); ok {
 			// The signed net value, wrapped into a uint64: the tracker's sums
 			// add and subtract modulo 2^64, so a bucket that is negative (an
 			// unlike of a like made in an earlier bucket) lowers the window's

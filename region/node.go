@@ -223,8 +223,15 @@ func Open(cfg Config) (*Node, error) {
 			}
 		}
 	}
-	n.counters.onDurable = func(keys []crdt.Key) {
-		n.observeBuckets(keys)
+	n.counters.onDurable = func(entries []*counterEntry) {
+		n.observeBuckets(entries)
+		if n.repl.Load() == nil {
+			return // nothing to replicate: skip naming the keys
+		}
+		keys := make([]crdt.Key, len(entries))
+		for i, e := range entries {
+			keys[i] = e.key
+		}
 		n.replicateDurable(keys)
 	}
 	// Raw-event and claim-block keys end in this sequence: it starts above

@@ -35,7 +35,7 @@ func BenchmarkClaimMemory(b *testing.B) {
 		for i, k := range keys {
 			tab.claimLocal(k, 7, 1_710_000_000_000+int64(i), 0)
 		}
-		tab.queue.keys = nil
+		tab.queue.keys, tab.fresh.keys = nil, nil
 		tableBytes := heap() - base
 
 		base = heap()

@@ -57,8 +57,9 @@ type Config struct {
 	// Deny lists users and client addresses whose views are never counted
 	// (click farms, known bots): logged with fate "denied". Nil denies none.
 	Deny *DenyList
-	// RateLimitKeys bounds the users and IPs whose buckets are tracked (memory
-	// bound); the least recently seen are forgotten first.
+	// RateLimitKeys bounds the users and IPs tracked by each rate limiter
+	// (memory bound): half in first-seen records, half in buckets; the least
+	// recently seen are forgotten first.
 	RateLimitKeys int
 	// MaxPending bounds the writes waiting for the next group commit; beyond
 	// it ingest fails with ErrOverloaded (HTTP 503) instead of growing memory.

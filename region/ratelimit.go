@@ -10,43 +10,62 @@ import (
 
 const limiterShards = 64
 
-// keyedLimiter is a token bucket per key (user or IP) with bounded memory:
-// each shard keeps two generations of buckets, and when the current one is
-// full the older is dropped. A key seen in the last two generations keeps its
-// bucket; one not seen for that long starts again with a full bucket, which
-// only ever errs towards counting a view.
+// keyedLimiter is a token bucket per key (user or IP) with bounded memory.
+//
+// Most keys are seen once (a viral video's viewers), and a key seen once
+// needs no bucket: its bucket started full, so that event was allowed (with
+// a burst of at least 1). Each shard remembers such keys in a fixed array,
+// two ways per set, by the key's 64-bit hash and the first event's time:
+// one memory probe per new key, where maps took three (a miss in each of
+// two generations, then an insert; issue 9). When the key comes back its
+// bucket (a rate.Limiter) is made, takes that first event again at its time,
+// then the new one, so it ends in the state it would have had from the
+// start. A key whose record another key's took since (the older of a set's
+// two goes) starts again with a full bucket, which only ever errs towards
+// counting a view.
+//
+// Buckets live in two generations of maps: when the current one is full the
+// older is dropped, so a key seen in the last two generations keeps its
+// bucket, and one not seen for that long starts again with a full bucket.
+//
+// Keys are held by their 64-bit hash: the maps then neither hash nor compare
+// strings, nor keep the request's strings alive. Two keys of one hash (about
+// 2^-64 likely per pair) would share a bucket.
 type keyedLimiter struct {
-	limit  rate.Limit
-	burst  int
-	perGen int // buckets per generation per shard
-	seed   maphash.Seed
-	shards [limiterShards]limiterShard
+	limit rate.Limit
+	burst int
+	// perGen is the buckets per generation per shard, and firstSets the
+	// sets of first-seen records per shard (a power of two): together at
+	// most the RateLimitKeys the limiter was made with, once that is at
+	// least 4 per shard.
+	perGen, firstSets int
+	seed              maphash.Seed
+	shards            [limiterShards]limiterShard
 }
 
-// limiterShard holds the buckets of the keys whose hash falls in it, by
-// that 64-bit hash rather than by the key: the map then neither hashes nor
-// compares strings, nor keeps the request's strings alive. Two keys of one
-// hash (about 2^-64 likely per pair) would share a bucket.
 type limiterShard struct {
-	mu       sync.Mutex // protects cur and old
-	cur, old map[uint64]limiterSlot
+	mu       sync.Mutex // protects the fields below
+	cur, old map[uint64]*rate.Limiter
+	first    []firstSeen // 2 * firstSets records, made on first use
+	firstN   int         // records in use
 }
 
-// limiterSlot is one key's bucket. A key seen once needs no rate.Limiter:
-// its bucket started full, so that event was allowed (with a burst of at
-// least 1), and firstNs records when. The limiter is made when the key comes
-// back, and takes that first event again at its time before the new one, so
-// it ends in the state it would have had from the start. Most keys of a
-// viral video's viewers are seen once.
-type limiterSlot struct {
-	lim     *rate.Limiter // nil until the key's second event
-	firstNs int64         // the first event's time, unix ns, while lim is nil
+// firstSeen records a key seen once: its hash (0: free) and the time of its
+// event, unix ns.
+type firstSeen struct {
+	h  uint64
+	ns int64
 }
 
 func newKeyedLimiter(perSecond float64, burst, maxKeys int) *keyedLimiter {
-	l := &keyedLimiter{limit: rate.Limit(perSecond), burst: burst, perGen: max(1, maxKeys/limiterShards/2), seed: maphash.MakeSeed()}
+	perShard := maxKeys / limiterShards
+	sets := 1
+	for 4*(2*sets) <= perShard { // records (two a set) for half of perShard at most
+		sets *= 2
+	}
+	l := &keyedLimiter{limit: rate.Limit(perSecond), burst: burst, perGen: max(1, perShard/4), firstSets: sets, seed: maphash.MakeSeed()}
 	for i := range l.shards {
-		l.shards[i].cur = make(map[uint64]limiterSlot)
+		l.shards[i].cur = make(map[uint64]*rate.Limiter)
 	}
 	return l
 }
@@ -54,46 +73,81 @@ func newKeyedLimiter(perSecond float64, burst, maxKeys int) *keyedLimiter {
 // allow takes one token from key's bucket at time now.
 func (l *keyedLimiter) allow(key string, now time.Time) bool {
 	h := maphash.String(l.seed, key)
+	if h == 0 {
+		h = 1 // 0 marks a free record
+	}
 	s := &l.shards[h%limiterShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, seen := s.cur[h]
-	if !seen {
-		if b, seen = s.old[h]; seen {
-			delete(s.old, h)
-		}
-		if len(s.cur) >= l.perGen {
-			s.old, s.cur = s.cur, make(map[uint64]limiterSlot, l.perGen)
+	if lim, ok := s.cur[h]; ok {
+		return lim.AllowN(now, 1)
+	}
+	if lim, ok := s.old[h]; ok {
+		delete(s.old, h)
+		s.put(l, h, lim)
+		return lim.AllowN(now, 1)
+	}
+	if s.first == nil {
+		s.first = make([]firstSeen, 2*l.firstSets)
+	}
+	set := s.first[2*int((h/limiterShards)&uint64(l.firstSets-1)):][:2]
+	for i := range set {
+		if set[i].h == h { // the key's second event: it needs its bucket now
+			lim := rate.NewLimiter(l.limit, l.burst)
+			lim.AllowN(time.Unix(0, set[i].ns), 1) // the first event, at its time
+			set[i] = firstSeen{}
+			s.firstN--
+			s.put(l, h, lim)
+			return lim.AllowN(now, 1)
 		}
 	}
-	allowed := b.take(l, now, seen)
-	s.cur[h] = b
-	return allowed
-}
-
-// take takes one token at now from the bucket of a key seen before or not.
-func (b *limiterSlot) take(l *keyedLimiter, now time.Time, seen bool) bool {
+	if l.burst < 1 {
+		// A bucket that holds no token: the key's first event already
+		// depends on the rate (an infinite one allows it), and so does
+		// every later one.
+		lim := rate.NewLimiter(l.limit, l.burst)
+		s.put(l, h, lim)
+		return lim.AllowN(now, 1)
+	}
+	// A full bucket: the first event is allowed. The record goes into a
+	// free way of its set, or over the older one.
+	w := 0
 	switch {
-	case !seen && l.burst >= 1:
-		b.firstNs = now.UnixNano() // a full bucket: the first event is allowed
-		return true
-	case b.lim == nil:
-		b.lim = rate.NewLimiter(l.limit, l.burst)
-		if seen {
-			b.lim.AllowN(time.Unix(0, b.firstNs), 1) // the first event, at its time
+	case set[0].h == 0:
+	case set[1].h == 0:
+		w = 1
+	default:
+		if set[1].ns < set[0].ns {
+			w = 1
 		}
+		s.firstN--
 	}
-	return b.lim.AllowN(now, 1)
+	set[w] = firstSeen{h: h, ns: now.UnixNano()}
+	s.firstN++
+	return true
 }
 
-// len is the number of buckets held.
+// put adds key h's bucket to the current generation, starting a new one
+// first if it is full. Callers hold s.mu.
+func (s *limiterShard) put(l *keyedLimiter, h uint64, lim *rate.Limiter) {
+	if len(s.cur) >= l.perGen {
+		s.old, s.cur = s.cur, make(map[uint64]*rate.Limiter, l.perGen)
+	}
+	s.cur[h] = lim
+}
+
+// len is the number of keys held: buckets and first-seen records.
 func (l *keyedLimiter) len() int {
 	n := 0
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		n += len(s.cur) + len(s.old)
+		n += len(s.cur) + len(s.old) + s.firstN
 		s.mu.Unlock()
 	}
 	return n
 }
+
+// bound is the most keys the limiter holds: two generations of buckets and
+// the first-seen records, in every shard.
+func (l *keyedLimiter) bound() int { return limiterShards * (2*l.perGen + 2*l.firstSets) }

@@ -11,26 +11,30 @@ import (
 )
 
 func TestKeyedLimiterBoundedMemory(t *testing.T) {
-	for _, maxKeys := range []int{16, 256, 1000} {
+	for _, maxKeys := range []int{16, 256, 1000, 1 << 14} {
 		t.Run(fmt.Sprint(maxKeys), func(t *testing.T) {
 			l := newKeyedLimiter(1, 1, maxKeys)
-			bound := 2 * l.perGen * limiterShards
-			if maxKeys >= 2*limiterShards && bound > maxKeys {
+			bound := l.bound()
+			if maxKeys >= 4*limiterShards && bound > maxKeys {
 				t.Fatalf("bound %d exceeds RateLimitKeys %d", bound, maxKeys)
 			}
 			now := t0
 			for i := range 20_000 {
-				if !l.allow(fmt.Sprint("user-", i), now) {
+				key := fmt.Sprint("user-", i)
+				if !l.allow(key, now) {
 					t.Fatalf("first view of a new key %d was limited", i)
+				}
+				if i%3 == 0 {
+					l.allow(key, now) // a third of the keys come back: buckets
 				}
 				if i%500 == 0 {
 					if n := l.len(); n > bound {
-						t.Fatalf("after %d keys: %d buckets, bound %d", i+1, n, bound)
+						t.Fatalf("after %d keys: %d held, bound %d", i+1, n, bound)
 					}
 				}
 			}
 			if n := l.len(); n > bound || n < bound/2 {
-				t.Fatalf("%d buckets after 20000 keys, want in [%d, %d]", n, bound/2, bound)
+				t.Fatalf("%d keys held after 20000, want in [%d, %d]", n, bound/2, bound)
 			}
 		})
 	}
@@ -50,28 +54,52 @@ func keysInShard(l *keyedLimiter, n int) []string {
 }
 
 func TestKeyedLimiterGenerations(t *testing.T) {
-	// RateLimitKeys 256: 2 buckets per generation per shard.
+	// RateLimitKeys 256: per shard, one bucket per generation and one set
+	// of two first-seen records.
 	l := newKeyedLimiter(0.001, 1, 4*limiterShards)
-	if l.perGen != 2 {
-		t.Fatalf("perGen = %d, want 2", l.perGen)
+	if l.perGen != 1 || l.firstSets != 1 || l.bound() != 4*limiterShards {
+		t.Fatalf("perGen %d, firstSets %d, bound %d; want 1, 1, 256", l.perGen, l.firstSets, l.bound())
 	}
 	keys := keysInShard(l, 8)
 	hot, now := keys[0], t0
 	if !l.allow(hot, now) || l.allow(hot, now) {
 		t.Fatal("burst 1: want one view allowed, then limited")
 	}
-	// hot in cur; k1 fills cur; k2 moves {hot, k1} to old.
-	l.allow(keys[1], now)
-	l.allow(keys[2], now)
+	twice := func(k string) { l.allow(k, now); l.allow(k, now) }
+	// hot has its bucket in cur; k1's moves it to old.
+	twice(keys[1])
 	if l.allow(hot, now) {
 		t.Fatal("a key seen in the previous generation lost its bucket")
 	}
-	// hot came back to cur: {k2, hot}. Two more generations without it...
-	l.allow(keys[3], now) // rotate: old {k2, hot}, cur {k3}
-	l.allow(keys[4], now) // cur {k3, k4}
-	l.allow(keys[5], now) // rotate: old {k3, k4}, cur {k5}: hot dropped
+	// hot came back to cur: {hot}, old {k1}. Two more generations without it...
+	twice(keys[2]) // old {hot}, cur {k2}
+	twice(keys[3]) // old {k2}, cur {k3}: hot dropped
 	if !l.allow(hot, now) {
 		t.Fatal("a key not seen for two generations kept its empty bucket")
+	}
+}
+
+// TestKeyedLimiterFirstSeen: a key seen once is remembered until two later
+// new keys of its set take both records, the older going first; then it
+// starts again with a full bucket.
+func TestKeyedLimiterFirstSeen(t *testing.T) {
+	l := newKeyedLimiter(0.001, 1, 4*limiterShards) // one set of two records per shard
+	keys := keysInShard(l, 3)
+	a, b, c := keys[0], keys[1], keys[2]
+	for i, k := range []string{a, b, c} {
+		if !l.allow(k, t0.Add(time.Duration(i)*time.Millisecond)) {
+			t.Fatalf("first view of %s limited", k)
+		}
+	}
+	now := t0.Add(time.Second)
+	if l.allow(b, now) {
+		t.Fatal("b's record was kept: its second view at burst 1 should be limited")
+	}
+	if !l.allow(a, now) {
+		t.Fatal("a's record should have gone (the oldest of its set): a starts again with a full bucket")
+	}
+	if n := l.len(); n != 3 {
+		t.Fatalf("%d keys held, want 3 (a's new record, c's, and b's bucket)", n)
 	}
 }
 

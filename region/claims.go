@@ -23,13 +23,12 @@ const claimShards = 256
 // so a claim and the counter change it explains are durable together.
 //
 // The table holds no pointers for the common claim set, one claim of one
-// replica: it is named by a 128-bit hash of its video, event and user
+// replica: it is named by a 127-bit hash of its video, event and user
 // (claimID) and held inline (claimSlot) in its window's claimSet, so
 // millions of claims cost the garbage collector nothing to scan and 53 to
 // 107 bytes each, the table's spare room included (88 in
-// BenchmarkClaimMemory).
-// Other sets (a peer's claim merged in, a compensation) are in the shard's
-// multi map.
+// BenchmarkClaimMemory). Other sets (a peer's claim merged in, a
+// compensation) are in the shard's multi map.
 type claimTable struct {
 	seeds    [2]maphash.Seed
 	windowMs int64

@@ -881,7 +881,9 @@ func cmpRoute(run string) (route, method string) {
 // fetchMetrics returns the text of the /metrics page at url ("" if it
 // cannot be read).
 func fetchMetrics(url string) string {
-	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	// Generous: a node of ten million videos at its memory limit took more
+	// than 5 s to answer right after ingest.
+	cl := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	resp, err := cl.Get(url)
 	if err != nil {
 		return ""

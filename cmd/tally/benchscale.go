@@ -184,6 +184,8 @@ func benchScale(ctx context.Context, exe string, sc scaleConfig, stdout, stderr 
 		}
 		fmt.Fprintf(stdout, "counters          %.0f in memory after ingest, %.0f evicted (--counter-cache); Go memory limit %s\n",
 			c, held["tally_counters_evicted_total"], limit)
+	} else {
+		fmt.Fprintf(stdout, "counters          unknown: /metrics did not answer after ingest\n")
 	}
 	fmt.Fprintf(stdout, "RAM after restart %s RSS: %.0f B/video (claims of the live window and sketches load at start; counters on demand)\n",
 		mib(rssRestart), float64(rssRestart-rssIdle)/float64(sc.Keys))

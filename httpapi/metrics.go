@@ -219,7 +219,7 @@ func (m *Metrics) registerNode(n *region.Node, ready *readiness) {
 			Name: "tally_claim_conflicts_lost_total",
 			Help: "Claim conflicts this replica lost since start: another region counted the same (video, user, window) first, so this one took its view back.",
 		}, func() float64 { return float64(n.Stats().Compensations) }),
-		gauge("tally_rate_limit_buckets", "Rate-limit token buckets held in memory.", func(s region.Stats) float64 { return float64(s.RateBuckets) }),
+		gauge("tally_rate_limit_buckets", "Rate-limit keys held in memory: token buckets, and first-seen records of keys seen once.", func(s region.Stats) float64 { return float64(s.RateBuckets) }),
 		gauge("tally_badger_lsm_bytes", "Size of Badger's LSM tree on disk.", func(s region.Stats) float64 { return float64(s.StoreLSM) }),
 		gauge("tally_badger_vlog_bytes", "Size of Badger's value log on disk.", func(s region.Stats) float64 { return float64(s.StoreValLog) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

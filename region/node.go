@@ -778,7 +778,7 @@ type Stats struct {
 	// Compensations counts the views this node took back since it started:
 	// its claim lost to an earlier one for the same view elsewhere.
 	Compensations uint64
-	RateBuckets   int // rate-limit buckets held in memory
+	RateBuckets   int // rate-limit keys held in memory: buckets and first-seen records
 	StoreLSM      int64
 	StoreValLog   int64
 	ReplicaID     crdt.ReplicaID

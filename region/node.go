@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,8 +193,11 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("open node: load claims: %w", err)
 	}
 	// Unique-viewer sketches live in memory whole; recent buckets feed the
-	// trending windows.
-	err = st.ForEachCounter(func(k crdt.Key, c crdt.PNCounter) error {
+	// trending windows. The scan runs on every core: both tables are safe
+	// for concurrent use, and what they end up holding does not depend on
+	// the order of keys (register maxima, sums, the latest bucket).
+	var storedBucketsMs atomic.Int64
+	err = st.ForEachCounterParallel(runtime.GOMAXPROCS(0), func(k crdt.Key, c crdt.PNCounter) error {
 		if k.IsUnique() {
 			if err := n.uniques.load(k, c); err != nil {
 				n.log.Warn("stored unique-viewer chunk refused", "key", k.String(), "err", err)
@@ -201,13 +205,18 @@ func Open(cfg Config) (*Node, error) {
 			return nil
 		}
 		if b, ok := crdt.ParseBucketKey(k); ok {
-			n.storedBucketsMs = max(n.storedBucketsMs, b.Res.Start(b.Index))
+			for start := b.Res.Start(b.Index); ; {
+				if cur := storedBucketsMs.Load(); start <= cur || storedBucketsMs.CompareAndSwap(cur, start) {
+					break
+				}
+			}
 			if n.bucketExpiryMs(b) > nowMs {
 				n.trends.observe(b, c.P.Value()-c.N.Value(), nowMs) // signed net, wrapped (see observeBuckets)
 			}
 		}
 		return nil
 	})
+	n.storedBucketsMs = max(n.storedBucketsMs, storedBucketsMs.Load())
 	if err != nil {
 		if n.ownStore {
 			st.Close()

@@ -5,9 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/y"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/tallyhq/tally/crdt"
@@ -96,13 +100,101 @@ func counterIn(txn *badger.Txn, k crdt.Key) (c crdt.PNCounter, ok bool, err erro
 // ForEachCounter calls fn for every stored counter, in key order, until fn
 // returns an error.
 func (s *Store) ForEachCounter(fn func(crdt.Key, crdt.PNCounter) error) error {
+	return s.forEachCounterIn(nil, nil, nil, fn)
+}
+
+// ForEachCounterParallel is ForEachCounter over up to workers goroutines,
+// each walking its own part of the counter keys (split where Badger's tables
+// end, so that the parts hold about as many keys; one part when the tables
+// cannot tell): fn is called concurrently, must be safe for that, and must
+// not depend on the order it sees keys in. The first error fn or a decode
+// returns stops every part and is returned. Open's scan of tens of millions
+// of counters is one core's work otherwise (issue 9).
+func (s *Store) ForEachCounterParallel(workers int, fn func(crdt.Key, crdt.PNCounter) error) error {
+	bounds := s.counterSplits(workers)
+	if len(bounds) == 0 {
+		return s.ForEachCounter(fn)
+	}
+	var stop atomic.Bool
+	errs := make([]error, len(bounds)+1)
+	var wg sync.WaitGroup
+	for i := range errs {
+		var lo, hi []byte
+		if i > 0 {
+			lo = bounds[i-1]
+		}
+		if i < len(bounds) {
+			hi = bounds[i]
+		}
+		wg.Go(func() {
+			if errs[i] = s.forEachCounterIn(lo, hi, &stop, fn); errs[i] != nil {
+				stop.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, errStopped) {
+			return err
+		}
+	}
+	return nil
+}
+
+// errStopped ends a part of ForEachCounterParallel after another failed.
+var errStopped = errors.New("store: scan stopped")
+
+// counterSplits returns up to parts-1 counter keys, ascending, that split
+// the counter keys into parts: the first and last keys of Badger's tables
+// that are counter keys, taken evenly. Tables are of about one size, so the
+// parts are of about as many keys when counters fill many tables; with few
+// tables there may be no split at all.
+func (s *Store) counterSplits(parts int) [][]byte {
+	if parts < 2 {
+		return nil
+	}
+	var keys [][]byte
+	for _, ti := range s.db.Tables() {
+		for _, k := range [][]byte{y.ParseKey(ti.Left), y.ParseKey(ti.Right)} {
+			if len(k) > 0 && k[0] == prefixCounter {
+				keys = append(keys, k)
+			}
+		}
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	keys = slices.CompactFunc(keys, bytes.Equal)
+	var bounds [][]byte
+	for i := 1; i < parts && len(keys) > 1; i++ {
+		// Never the first key (the part below it would be empty), nor one
+		// already taken.
+		k := keys[len(keys)*i/parts]
+		if bytes.Compare(k, keys[0]) > 0 && (len(bounds) == 0 || bytes.Compare(k, bounds[len(bounds)-1]) > 0) {
+			bounds = append(bounds, k)
+		}
+	}
+	return bounds
+}
+
+// forEachCounterIn calls fn with every counter whose key is in [lo, hi)
+// (nil: no bound), in key order, until fn fails or stop is set.
+func (s *Store) forEachCounterIn(lo, hi []byte, stop *atomic.Bool, fn func(crdt.Key, crdt.PNCounter) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		// Counter states are small, in the LSM tree (ValueThreshold): read
 		// in place, without the goroutine per item a prefetch starts.
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCounter}})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		start := lo
+		if start == nil {
+			start = []byte{prefixCounter}
+		}
+		for it.Seek(start); it.Valid(); it.Next() {
 			item := it.Item()
+			if hi != nil && bytes.Compare(item.Key(), hi) >= 0 {
+				return nil
+			}
+			if stop != nil && stop.Load() {
+				return errStopped
+			}
 			k, err := ParseCounterKey(item.Key())
 			if err != nil {
 				return err

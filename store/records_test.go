@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -450,5 +452,71 @@ func TestFateString(t *testing.T) {
 		if got := f.String(); got != want {
 			t.Errorf("Fate(%d).String() = %q, want %q", uint8(f), got, want)
 		}
+	}
+}
+
+// TestForEachCounterParallel: the parallel scan of a store whose counters
+// fill several Badger tables is split into parts, and sees every counter
+// once, with its state; an error of fn stops it and is returned.
+func TestForEachCounterParallel(t *testing.T) {
+	o := DefaultOptions(t.TempDir())
+	o.MemTableBytes = 1 << 20 // many small tables
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 200_000
+	for lo := 0; lo < n; lo += 1000 {
+		var muts []Mutation
+		for i := lo; i < lo+1000; i++ {
+			var c crdt.PNCounter
+			c.Increment(7, uint64(i+1), 1)
+			m, err := CounterMutation(crdt.Key{Video: fmt.Sprintf("video-%06d", i), Event: "view"}, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			muts = append(muts, m)
+		}
+		if err := s.write(muts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Keys of other prefixes around them are not counters.
+	if err := s.write([]Mutation{{Key: []byte("b-other"), Value: []byte("x")}, {Key: []byte("e-other"), Value: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	if bounds := s.counterSplits(4); len(bounds) == 0 {
+		t.Fatalf("no split points among %d tables", len(s.db.Tables()))
+	}
+	var mu sync.Mutex
+	seen := make(map[string]uint64, n)
+	err = s.ForEachCounterParallel(4, func(k crdt.Key, c crdt.PNCounter) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := seen[k.Video]; dup {
+			return fmt.Errorf("%s seen twice", k)
+		}
+		seen[k.Video] = c.Value()
+		return nil
+	})
+	if err != nil || len(seen) != n {
+		t.Fatalf("parallel scan: %d counters, %v; want %d", len(seen), err, n)
+	}
+	for i := range n {
+		if v := seen[fmt.Sprintf("video-%06d", i)]; v != uint64(i+1) {
+			t.Fatalf("video-%06d: %d, want %d", i, v, i+1)
+		}
+	}
+	boom := errors.New("boom")
+	var calls atomic.Int64
+	err = s.ForEachCounterParallel(4, func(crdt.Key, crdt.PNCounter) error {
+		if calls.Add(1) == 100 {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) || calls.Load() >= n {
+		t.Fatalf("failing scan: %v after %d calls; want boom, and the scan stopped", err, calls.Load())
 	}
 }

@@ -107,9 +107,11 @@ func (s *Store) ForEachCounter(fn func(crdt.Key, crdt.PNCounter) error) error {
 // each walking its own part of the counter keys (split where Badger's tables
 // end, so that the parts hold about as many keys; one part when the tables
 // cannot tell): fn is called concurrently, must be safe for that, and must
-// not depend on the order it sees keys in. The first error fn or a decode
-// returns stops every part and is returned. Open's scan of tens of millions
-// of counters is one core's work otherwise (issue 9).
+// not depend on the order it sees keys in. Each part reads in its own
+// transaction, so the parts see one state only when nothing writes (as at
+// Open). The first error fn or a decode returns stops every part and is
+// returned. Open's scan of tens of millions of counters is one core's work
+// otherwise (issue 9).
 func (s *Store) ForEachCounterParallel(workers int, fn func(crdt.Key, crdt.PNCounter) error) error {
 	bounds := s.counterSplits(workers)
 	if len(bounds) == 0 {

@@ -381,20 +381,6 @@ func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWr
 // take clears chunk k's queued mark and copies its registers into dst; it
 // reports false if k was not queued (a repeat, or not a chunk of this table).
 func (t *uniqueTable) take(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool {
-	return t.withChunk(k, func(sk *uniqueSketch, c int) bool {
-		if sk.queued&(1<<c) == 0 {
-			return false
-		}
-		sk.queued &^= 1 << c
-		sk.chunk(c, dst)
-		return true
-	})
-}
-
-// withChunk calls fn, with k's shard locked, on the sketch and chunk index
-// k names, and returns what fn does; false if k is not a chunk this table
-// holds.
-func (t *uniqueTable) withChunk(k crdt.Key, fn func(sk *uniqueSketch, c int) bool) bool {
 	video, c, ok := crdt.ParseUniqueKey(k)
 	if !ok {
 		return false
@@ -403,7 +389,12 @@ func (t *uniqueTable) withChunk(k crdt.Key, fn func(sk *uniqueSketch, c int) boo
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sk := s.m[video]
-	return sk != nil && fn(sk, c)
+	if sk == nil || sk.queued&(1<<c) == 0 {
+		return false
+	}
+	sk.queued &^= 1 << c
+	sk.chunk(c, dst)
+	return true
 }
 
 // settle records that the batch holding written is durable: each chunk's

@@ -290,16 +290,25 @@ func (t *counterTable) sweepDue() bool {
 // len is the number of counters in memory.
 func (t *counterTable) len() int { return int(t.count.Load()) }
 
+// raiseTo sets a to v unless it already holds more, and returns what it
+// then holds: a maximum kept without a lock.
+func raiseTo(a *atomic.Int64, v int64) int64 {
+	for {
+		cur := a.Load()
+		if v <= cur {
+			return cur
+		}
+		if a.CompareAndSwap(cur, v) {
+			return v
+		}
+	}
+}
+
 // increment adds n views to replica r's slot of e and queues e for the next
 // batch. This node's own increments take no lock.
 func (t *counterTable) increment(e *counterEntry, r crdt.ReplicaID, n uint64, nowMs int64) {
 	if r == t.self && r != 0 {
-		for {
-			ms := e.pendingMs.Load()
-			if ms >= nowMs || e.pendingMs.CompareAndSwap(ms, nowMs) {
-				break
-			}
-		}
+		raiseTo(&e.pendingMs, nowMs)
 		e.pending.Add(n)
 		t.enqueue(e.markDirty(), e)
 		return

@@ -205,11 +205,7 @@ func Open(cfg Config) (*Node, error) {
 			return nil
 		}
 		if b, ok := crdt.ParseBucketKey(k); ok {
-			for start := b.Res.Start(b.Index); ; {
-				if cur := storedBucketsMs.Load(); start <= cur || storedBucketsMs.CompareAndSwap(cur, start) {
-					break
-				}
-			}
+			raiseTo(&storedBucketsMs, b.Res.Start(b.Index))
 			if n.bucketExpiryMs(b) > nowMs {
 				n.trends.observe(b, c.P.Value()-c.N.Value(), nowMs) // signed net, wrapped (see observeBuckets)
 			}

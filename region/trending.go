@@ -168,17 +168,7 @@ const minInt64 = -1 << 63
 
 // now advances the tracker's clock to nowMs unless it is already later, and
 // returns it: every series then advances to the same time, whichever shard.
-func (t *trendTracker) now(nowMs int64) int64 {
-	for {
-		hw := t.hwMs.Load()
-		if nowMs <= hw {
-			return hw
-		}
-		if t.hwMs.CompareAndSwap(hw, nowMs) {
-			return nowMs
-		}
-	}
-}
+func (t *trendTracker) now(nowMs int64) int64 { return raiseTo(&t.hwMs, nowMs) }
 
 // shardOf hashes video (FNV-1a) to its shard.
 func (t *trendTracker) shardOf(video string) *trendShard {

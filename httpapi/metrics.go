@@ -176,19 +176,18 @@ func (m *Metrics) Batch(st store.BatchStats) {
 
 // Ingested implements region.Observer.
 func (m *Metrics) Ingested(f store.Fate) {
-	if int(f) >= len(m.fates) {
-		m.ingested.WithLabelValues(f.String()).Inc()
-		return
+	var c prometheus.Counter
+	if int(f) < len(m.fates) {
+		c = m.ingestedBy[f]
+		if fc := m.filteredBy[f]; fc != nil {
+			fc.Inc()
+		}
+		m.fates[f].Add(1)
 	}
-	if c := m.ingestedBy[f]; c != nil {
-		c.Inc()
-	} else {
-		m.ingested.WithLabelValues(f.String()).Inc()
+	if c == nil { // a fate without a child made at start
+		c = m.ingested.WithLabelValues(f.String())
 	}
-	if c := m.filteredBy[f]; c != nil {
-		c.Inc()
-	}
-	m.fates[f].Add(1)
+	c.Inc()
 }
 
 // ingestTotals returns the events ingested so far: counted, duplicate and

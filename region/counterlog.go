@@ -49,6 +49,11 @@ type loggedKey interface {
 	// checkpoint that covers it is durable): such a key must stay in
 	// memory, where its latest state is.
 	setLogged(bool)
+	// logEpoch is the stamp of the epoch that last logged the key
+	// (counterLog.epoch), or 0 if that epoch is neither the current one
+	// nor the one draining; setLogEpoch sets it.
+	logEpoch() uint8
+	setLogEpoch(uint8)
 }
 
 // counterLog is the checkpoint state of the counter log. Only the committer
@@ -63,10 +68,18 @@ type counterLog struct {
 	seq        func() uint64    // names log records
 	rec        store.CounterLog // the batch being prepared's records
 
-	members map[loggedKey]struct{} // keys logged in the current epoch
-	// logged is members in the order first logged: the order they are
-	// checkpointed in, which depends on nothing but the order of batches
-	// (the simulator's runs repeat exactly).
+	// epoch stamps the keys the current epoch logged (loggedKey.logEpoch):
+	// 1 to 255, the next after 255 being 1. A key's stamp is the current
+	// epoch's, the draining one's, or 0: draining a key clears a stamp
+	// the current epoch did not renew, and an epoch ends only once the
+	// one before it is drained. So a stamp equal to epoch means the key
+	// was logged in this epoch, with no map to ask (a map of the epoch's
+	// keys cost a lookup per state logged, for hundreds of thousands of
+	// keys).
+	epoch uint8
+	// logged is the keys the current epoch logged, in the order first
+	// logged: the order they are checkpointed in, which depends on nothing
+	// but the order of batches (the simulator's runs repeat exactly).
 	logged []loggedKey
 	keys   [][]byte // the current epoch's log records
 	states int      // states the current epoch logged
@@ -79,7 +92,7 @@ type counterLog struct {
 }
 
 func newCounterLog(seq func() uint64) *counterLog {
-	return &counterLog{epochRecords: epochRecords, seq: seq, members: make(map[loggedKey]struct{})}
+	return &counterLog{epochRecords: epochRecords, seq: seq, epoch: 1}
 }
 
 // put logs k's state v, expiring at expiresMs (0: never), as lk's, in the
@@ -87,8 +100,8 @@ func newCounterLog(seq func() uint64) *counterLog {
 // record, appends the write of k's own entry (with ttl) to dst.
 func (l *counterLog) put(dst []store.Mutation, k crdt.Key, v []byte, expiresMs int64, ttl time.Duration, lk loggedKey) []store.Mutation {
 	if l != nil && l.rec.Add(k, v, expiresMs) {
-		if _, ok := l.members[lk]; !ok {
-			l.members[lk] = struct{}{}
+		if lk.logEpoch() != l.epoch {
+			lk.setLogEpoch(l.epoch)
 			l.logged = append(l.logged, lk)
 		}
 		lk.setLogged(true)
@@ -113,7 +126,7 @@ func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mut
 	logged := l.batch
 	l.batch = 0
 	l.states += logged
-	full := len(l.keys) >= l.epochRecords || l.maxMembers > 0 && len(l.members) >= l.maxMembers
+	full := len(l.keys) >= l.epochRecords || l.maxMembers > 0 && len(l.logged) >= l.maxMembers
 	if full && len(l.keys) > 0 && len(l.drain) == 0 && l.drainKeys == nil {
 		l.drain, l.logged = l.logged, nil
 		// Checkpoint in step with logging: the epoch drains while as many
@@ -123,13 +136,13 @@ func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mut
 		// writes come in no burst.
 		l.ratio = float64(len(l.drain)) / float64(max(l.states, 1))
 		l.drainKeys, l.keys, l.states = l.keys, nil, 0
-		l.members = make(map[loggedKey]struct{})
+		l.epoch = l.epoch%255 + 1
 	}
 	var failed []loggedKey
 	for n := max(minDrain, int(math.Ceil(l.ratio*float64(logged)))); n > 0 && len(l.drain) > 0; {
 		k := l.drain[len(l.drain)-1]
 		l.drain = l.drain[:len(l.drain)-1]
-		if _, again := l.members[k]; again {
+		if k.logEpoch() == l.epoch {
 			// The current epoch logged k again, in this batch or a durable
 			// one: its records hold a state at least as new as the ending
 			// epoch's, and stay until that epoch is checkpointed in turn,
@@ -139,6 +152,7 @@ func (l *counterLog) prepare(dst []store.Mutation, nowMs int64) (out []store.Mut
 			drained = append(drained, k)
 			continue
 		}
+		k.setLogEpoch(0) // logged in the draining epoch alone
 		n--
 		m, ok, cerr := k.checkpoint(nowMs)
 		switch {
@@ -169,6 +183,10 @@ func (c loggedCounter) checkpoint(nowMs int64) (store.Mutation, bool, error) {
 
 func (c loggedCounter) setLogged(v bool) { c.e.inLog = v }
 
+func (c loggedCounter) logEpoch() uint8 { return c.e.logEpoch }
+
+func (c loggedCounter) setLogEpoch(v uint8) { c.e.logEpoch = v }
+
 // takeDeletes hands over the records this batch deletes.
 func (l *counterLog) takeDeletes() [][]byte {
 	d := l.deletes
@@ -187,7 +205,7 @@ func (l *counterLog) done(err error, drained []loggedKey, deleted [][]byte) {
 	for _, k := range drained {
 		// Its entry now holds every state the log does, unless the
 		// current epoch logged it again.
-		if _, again := l.members[k]; !again {
+		if k.logEpoch() != l.epoch {
 			k.setLogged(false)
 		}
 	}

@@ -97,16 +97,23 @@ func TestCounterLogCrash(t *testing.T) {
 }
 
 // failingKey is a loggedKey whose checkpoint fails while fail is set.
-type failingKey struct{ fail *bool }
+type failingKey struct {
+	fail  *bool
+	epoch uint8
+}
 
-func (k failingKey) checkpoint(int64) (store.Mutation, bool, error) {
+func (k *failingKey) checkpoint(int64) (store.Mutation, bool, error) {
 	if *k.fail {
 		return store.Mutation{}, false, fmt.Errorf("checkpoint refused")
 	}
 	return store.Mutation{Key: []byte("c-key"), Value: []byte{0x92, 0x90, 0x90}}, true, nil
 }
 
-func (failingKey) setLogged(bool) {}
+func (*failingKey) setLogged(bool) {}
+
+func (k *failingKey) logEpoch() uint8 { return k.epoch }
+
+func (k *failingKey) setLogEpoch(v uint8) { k.epoch = v }
 
 // TestCounterLogCheckpointFailure: a key whose checkpoint failed stays to
 // be checkpointed, and its epoch's records are deleted only after it was,
@@ -115,7 +122,7 @@ func TestCounterLogCheckpointFailure(t *testing.T) {
 	l := newCounterLog(func() uint64 { return 1 })
 	l.epochRecords = 1
 	fail := true
-	k := failingKey{&fail}
+	k := &failingKey{fail: &fail}
 	if muts := l.put(nil, crdt.Key{Video: "v", Event: "view"}, []byte{0x92, 0x90, 0x90}, 0, 0, k); len(muts) != 0 {
 		t.Fatalf("put wrote %+v, want the state logged", muts)
 	}
@@ -141,14 +148,19 @@ func TestCounterLogCheckpointFailure(t *testing.T) {
 type countingKey struct {
 	id     int
 	writes *int
+	epoch  uint8
 }
 
-func (k countingKey) checkpoint(int64) (store.Mutation, bool, error) {
+func (k *countingKey) checkpoint(int64) (store.Mutation, bool, error) {
 	*k.writes++
 	return store.Mutation{Key: []byte(fmt.Sprint("c-", k.id)), Value: []byte{0x92, 0x90, 0x90}}, true, nil
 }
 
-func (countingKey) setLogged(bool) {}
+func (*countingKey) setLogged(bool) {}
+
+func (k *countingKey) logEpoch() uint8 { return k.epoch }
+
+func (k *countingKey) setLogEpoch(v uint8) { k.epoch = v }
 
 // TestCounterLogSkipsKeysLoggedAgain: draining an epoch writes the entries of
 // the keys the next epoch has not logged again, and skips the others (their
@@ -159,13 +171,13 @@ func TestCounterLogSkipsKeysLoggedAgain(t *testing.T) {
 	seq := uint64(0)
 	l := newCounterLog(func() uint64 { seq++; return seq })
 	writes := 0
-	var busy, idle []countingKey
+	var busy, idle []*countingKey
 	for i := range 100 {
-		busy = append(busy, countingKey{i, &writes})
-		idle = append(idle, countingKey{100 + i, &writes})
+		busy = append(busy, &countingKey{id: i, writes: &writes})
+		idle = append(idle, &countingKey{id: 100 + i, writes: &writes})
 	}
 	state := []byte{0x92, 0x90, 0x90}
-	batch := func(keys ...[]countingKey) (muts []store.Mutation, drained int, deleted [][]byte) {
+	batch := func(keys ...[]*countingKey) (muts []store.Mutation, drained int, deleted [][]byte) {
 		t.Helper()
 		for _, ks := range keys {
 			for _, k := range ks {
@@ -199,7 +211,60 @@ func TestCounterLogSkipsKeysLoggedAgain(t *testing.T) {
 	if _, _, deleted := batch(); len(deleted) != 2*recs {
 		t.Fatalf("%d records deleted, want the first epoch's %d", len(deleted), 2*recs)
 	}
-	if _, ok := l.members[busy[0]]; !ok {
+	if busy[0].logEpoch() != l.epoch {
 		t.Fatal("a busy key is not in the current epoch: its state would be in no record")
+	}
+}
+
+// TestCounterLogEpochStampsWrap: epochs are stamped 1 to 255 and then 1
+// again, so a key last logged 255 epochs ago must not pass for one the
+// current epoch logged: each time a rarely changed key is logged, it is
+// checkpointed once, over more than a thousand epochs.
+func TestCounterLogEpochStampsWrap(t *testing.T) {
+	seq := uint64(0)
+	l := newCounterLog(func() uint64 { seq++; return seq })
+	l.epochRecords = 1
+	writes, rareWrites := 0, 0
+	rare := &countingKey{id: -1, writes: &rareWrites}
+	state := []byte{0x92, 0x90, 0x90}
+	epochs, logged := 0, 0
+	lastStamp, lastEpochs := uint8(0), -1
+	for i := range 3000 {
+		k := &countingKey{id: i, writes: &writes} // a new key each batch keeps epochs ending
+		keys := []*countingKey{k}
+		// The rare key is logged again each time the stamps come round to
+		// the one it was last logged under.
+		if lastEpochs < 0 || l.epoch == lastStamp && epochs > lastEpochs {
+			keys = append(keys, rare)
+			logged++
+			lastStamp, lastEpochs = l.epoch, epochs
+		}
+		for _, k := range keys {
+			if m := l.put(nil, crdt.Key{Video: fmt.Sprint("v", k.id), Event: "view"}, state, 0, 0, k); len(m) != 0 {
+				t.Fatalf("put wrote %+v, want the state logged", m)
+			}
+		}
+		before := l.epoch
+		_, drained, deleted, err := l.prepare(nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.epoch != before {
+			epochs++
+		}
+		l.done(nil, drained, deleted)
+	}
+	for range 4 { // drain what is left
+		_, drained, deleted, err := l.prepare(nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.done(nil, drained, deleted)
+	}
+	if epochs < 1000 {
+		t.Fatalf("only %d epochs ended; the test needs the stamps to wrap several times", epochs)
+	}
+	if rareWrites != logged {
+		t.Fatalf("the rare key was logged %d times and checkpointed %d; want once each", logged, rareWrites)
 	}
 }

@@ -97,7 +97,10 @@ type counterEntry struct {
 	// no checkpoint that covers it is durable yet: its own Badger entry may
 	// be behind, so it must not be evicted. Committer goroutine only.
 	inLog bool
-	flags atomic.Uint32 // flagDirty, flagUsed, flagEvicted
+	// logEpoch is the counter log's stamp of the epoch that last logged
+	// the counter, or 0 (counterLog.epoch). Committer goroutine only.
+	logEpoch uint8
+	flags    atomic.Uint32 // flagDirty, flagUsed, flagEvicted
 	// live is every applied increment, durable or not, but pending. It is
 	// never nil; unless liveOwned, it is shared and must not change.
 	live *crdt.PNCounter

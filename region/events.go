@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/tallyhq/tally/crdt"
 )
@@ -94,11 +96,24 @@ func (n *Node) counterTTL(k crdt.Key, nowMs int64) time.Duration {
 }
 
 // bucketEntries resolves the in-memory entries of the three buckets an event
-// ingested at nowMs falls in.
-func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry, error) {
+// ingested at nowMs falls in; total is the entry of the event's counter, or
+// nil. A total's buckets are remembered (trioCache): its next event in the
+// same minute finds them without three lookups in the counter table.
+func (n *Node) bucketEntries(total *counterEntry, video, event string, nowMs int64) ([3]*counterEntry, error) {
 	var out [3]*counterEntry
 	if n.cfg.DisableTimeBuckets {
 		return out, nil
+	}
+	minute := crdt.Minute.Index(nowMs)
+	var slot *atomic.Pointer[bucketTrio]
+	if total != nil {
+		slot = n.trios.slot(total)
+		if t := slot.Load(); t.holds(total, minute) {
+			for _, e := range t.entries {
+				e.touch()
+			}
+			return t.entries, nil
+		}
 	}
 	for i, b := range crdt.BucketsOf(video, event, nowMs) {
 		k := n.counters.bucketKey(b)
@@ -119,7 +134,62 @@ func (n *Node) bucketEntries(video, event string, nowMs int64) ([3]*counterEntry
 		}
 		out[i] = e
 	}
+	if slot != nil {
+		slot.Store(&bucketTrio{total: total, minute: minute, entries: out})
+	}
 	return out, nil
+}
+
+// trioCacheSlots is the size of a node's trioCache: a power of two, and
+// room for the totals of the videos busy within a minute.
+const trioCacheSlots = 1 << 16
+
+// trioCache remembers the time buckets of recently counted totals: a
+// direct-mapped table, slotted by the total entry's address, of the entries
+// of its minute, hour and day buckets of one minute. Resolving the three
+// buckets of an event was three lookups in the counter table, each a few
+// trips to memory in a table of millions, and time buckets were half the
+// CPU of a batch of views spread over many videos (issue 9). An entry is
+// used only while it and its buckets are in the counter table (evicted and
+// expired entries are flagged) and for the minute it was made in; a miss
+// resolves the buckets as before. The table keeps at most trioCacheSlots
+// totals and their buckets from the garbage collector after they leave
+// the counter table, until their slot is taken.
+type trioCache struct {
+	slots []atomic.Pointer[bucketTrio]
+}
+
+func newTrioCache() trioCache {
+	return trioCache{slots: make([]atomic.Pointer[bucketTrio], trioCacheSlots)}
+}
+
+// bucketTrio is a total's bucket entries of one minute; never changed once
+// stored.
+type bucketTrio struct {
+	total   *counterEntry
+	minute  int64 // crdt.Minute index; the hour and day follow from it
+	entries [3]*counterEntry
+}
+
+// slot is where total's trio goes. Go does not move heap objects, and a
+// trio holds its total, so the address is a stable name while it is cached.
+func (c trioCache) slot(total *counterEntry) *atomic.Pointer[bucketTrio] {
+	h := uint64(uintptr(unsafe.Pointer(total))>>4) * 0x9e3779b97f4a7c15
+	return &c.slots[h>>(64-16)]
+}
+
+// holds reports whether t is total's buckets for minute, all still in the
+// counter table. t may be nil.
+func (t *bucketTrio) holds(total *counterEntry, minute int64) bool {
+	if t == nil || t.total != total || t.minute != minute || total.isEvicted() {
+		return false
+	}
+	for _, e := range t.entries {
+		if e.isEvicted() {
+			return false
+		}
+	}
+	return true
 }
 
 // adjustBuckets adds (or, with down, takes back) one event ingested at

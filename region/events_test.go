@@ -463,3 +463,70 @@ func TestBucketsAcrossRestart(t *testing.T) {
 	}
 	checkBuckets(t, n, "v", EventView, t0, clock.Now().Add(time.Minute))
 }
+
+// TestTrioCache: a total's buckets are remembered for the minute they were
+// resolved in, and resolved again, from the counter table, in the next
+// minute or once one of them has left the table: the counts land in the
+// entries the table holds, never in one it dropped.
+func TestTrioCache(t *testing.T) {
+	clock := newFakeClock(t0)
+	n := openNode(t, testConfig(clock))
+	record(t, n, View{Video: "v", User: "a"})
+	total, err := n.entry(crdt.Key{Video: "v", Event: EventView})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inTable := func(entries [3]*counterEntry) {
+		t.Helper()
+		for i, b := range crdt.BucketsOf("v", EventView, clock.Now().UnixMilli()) {
+			if e, _ := n.counters.find(n.counters.bucketKey(b)); e != entries[i] {
+				t.Fatalf("bucket %v: resolved %p, the table holds %p", b, entries[i], e)
+			}
+		}
+	}
+	first, err := n.bucketEntries(total, "v", EventView, clock.Now().UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inTable(first)
+	if again, _ := n.bucketEntries(total, "v", EventView, clock.Now().UnixMilli()); again != first {
+		t.Fatalf("same minute: %v, want the remembered %v", again, first)
+	}
+
+	// One of them leaves the table (as an expired or evicted bucket does;
+	// this one is neither, so its count of 1 is not on disk to read back:
+	// the test checks where counts land, not what a dropped entry held).
+	minuteKey := first[0].key
+	if n.counters.remove(func(k crdt.Key) bool { return k == minuteKey }) != 1 {
+		t.Fatal("the minute bucket was not removed")
+	}
+	record(t, n, View{Video: "v", User: "b"})
+	second, err := n.bucketEntries(total, "v", EventView, clock.Now().UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inTable(second)
+	if second[0] == first[0] {
+		t.Fatal("the removed minute bucket is still resolved")
+	}
+
+	// The next minute has buckets of its own.
+	clock.Advance(time.Minute)
+	record(t, n, View{Video: "v", User: "c"})
+	third, err := n.bucketEntries(total, "v", EventView, clock.Now().UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inTable(third)
+	if third[0] == second[0] || third[1] != second[1] || third[2] != second[2] {
+		t.Fatalf("next minute: %v after %v, want a new minute bucket, the same hour and day", third, second)
+	}
+	if c := views(t, n, "v"); c.Value != 3 {
+		t.Fatalf("count %d, want 3", c.Value)
+	}
+	for i, want := range []uint64{1, 3, 3} { // the new minute: 1; its hour and day: all three
+		if got := third[i].view.Load().value; got != want {
+			t.Fatalf("bucket %d of the next minute holds %d, want %d", i, got, want)
+		}
+	}
+}

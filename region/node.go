@@ -42,6 +42,7 @@ type Node struct {
 	// evicted since (evicted, nil without a counter cache; bucketEntries).
 	storedBucketsMs int64
 	evicted         *evictedBuckets
+	trios           trioCache // the time buckets of recently counted totals (bucketEntries)
 
 	counters *counterTable
 	clog     *counterLog // the counter log's checkpoints, shared by counters and uniques
@@ -108,6 +109,7 @@ func Open(cfg Config) (*Node, error) {
 		likes:    newLikeTable(),
 		uniques:  newUniqueTable(),
 		users:    newKeyedLimiter(cfg.UserRate, cfg.UserBurst, cfg.RateLimitKeys),
+		trios:    newTrioCache(),
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -544,7 +546,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			results[i].Err = err
 			continue
 		}
-		if b.buckets[i], err = n.bucketEntries(v.Video, v.eventOf(), nowMs); err != nil {
+		if b.buckets[i], err = n.bucketEntries(e, v.Video, v.eventOf(), nowMs); err != nil {
 			results[i].Err = err
 			continue
 		}
@@ -670,7 +672,7 @@ func (n *Node) reresolve(views []View, results []Result, b *ingestBatch, nowMs i
 			b.entries[i], err = n.entry(e.key)
 		}
 		if err == nil && bucketsEvicted {
-			b.buckets[i], err = n.bucketEntries(views[i].Video, views[i].eventOf(), nowMs)
+			b.buckets[i], err = n.bucketEntries(b.entries[i], views[i].Video, views[i].eventOf(), nowMs)
 		}
 		if err != nil {
 			b.entries[i], results[i].Err = nil, err

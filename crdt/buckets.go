@@ -129,7 +129,8 @@ func ParseBucketKey(k Key) (b BucketKey, ok bool) {
 		return BucketKey{}, false
 	}
 	idx, err := strconv.ParseInt(rest[2:], 10, 64)
-	if err != nil || strconv.FormatInt(idx, 10) != rest[2:] {
+	var buf [20]byte // the canonical form, without allocating: Key's writes it so
+	if err != nil || string(strconv.AppendInt(buf[:0], idx, 10)) != rest[2:] {
 		return BucketKey{}, false
 	}
 	return BucketKey{Video: k.Video, Event: ev, Res: res, Index: idx}, true

@@ -31,4 +31,15 @@ func TestBucketKeyNames(t *testing.T) {
 	if allocs := testing.AllocsPerRun(100, func() { buf = b.AppendEvent(buf[:0]) }); allocs != 0 {
 		t.Errorf("AppendEvent into a buffer with room: %v allocations, want 0", allocs)
 	}
+	// One name per bucket: an index spelled any other way is no bucket.
+	for _, event := range []string{"#view/m/007", "#view/m/+7", "#view/m/-0", "#view/m/", "#view/m/7x", "#view/x/7", "#/m/7"} {
+		if got, ok := ParseBucketKey(Key{Video: "v", Event: event}); ok {
+			t.Errorf("ParseBucketKey(%q) = %v, want not a bucket", event, got)
+		}
+	}
+	// The commit path parses every bucket it writes: without allocating.
+	k := b.Key()
+	if allocs := testing.AllocsPerRun(100, func() { ParseBucketKey(k) }); allocs != 0 {
+		t.Errorf("ParseBucketKey: %v allocations, want 0", allocs)
+	}
 }

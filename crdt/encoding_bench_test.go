@@ -85,6 +85,14 @@ func BenchmarkPNCounterAppendBinary(b *testing.B) {
 			_ = crdt.AppendChunkState(nil, &regs)
 		}
 	})
+	var sparse [crdt.HLLChunkRegisters]uint8 // the usual chunk: a few registers
+	sparse[17], sparse[200] = 3, 1
+	b.Run("chunk2/AppendChunkState", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = crdt.AppendChunkState(nil, &sparse)
+		}
+	})
 	b.Run("chunk200/ChunkState-marshal-msgpack", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

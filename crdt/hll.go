@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -147,40 +148,60 @@ func AppendChunkState(b []byte, regs *[HLLChunkRegisters]uint8) []byte {
 	// written as msgpack's EncodeUint writes them: one byte (positive fixint)
 	// below 0x80, two (uint8) from 0x80. Count the slots, and the values that
 	// take two bytes, without a branch on the data.
+	// Both passes skip eight zero registers at a time: most chunks of most
+	// sketches hold a few registers (a video's chunk is written each time a
+	// view raises one of its registers).
 	n, wide := 0, 0
-	for off, r := range regs {
-		nz := int((r | -r) >> 7) // 1 if r != 0
-		n += nz
-		wide += int(r>>7) + nz&(off>>7)
+	for w := 0; w < HLLChunkRegisters; w += 8 {
+		if binary.LittleEndian.Uint64(regs[w:]) == 0 {
+			continue
+		}
+		for off := w; off < w+8; off++ {
+			r := regs[off]
+			nz := int((r | -r) >> 7) // 1 if r != 0
+			n += nz
+			wide += int(r>>7) + nz&(off>>7)
+		}
 	}
 	b = grow(b, 1+MsgpackArrayHeaderSize(3*n)+3*n+wide+1)
 	b = append(b, mpFixArray|2)
 	b = appendArrayLen(b, 3*n)
 	i := len(b)
 	b = b[:i+3*n+wide]
-	for off, r := range regs {
-		if r == 0 {
+	for w := 0; w < HLLChunkRegisters; w += 8 {
+		if binary.LittleEndian.Uint64(regs[w:]) == 0 {
 			continue
 		}
-		if off > mpPosFixintMax {
-			b[i] = mpUint8
+		for off := w; off < w+8; off++ {
+			r := regs[off]
+			if r == 0 {
+				continue
+			}
+			if off > mpPosFixintMax {
+				b[i] = mpUint8
+				i++
+			}
+			b[i] = byte(off)
 			i++
+			if r > mpPosFixintMax {
+				b[i] = mpUint8
+				i++
+			}
+			b[i] = r
+			b[i+1] = 0 // Updated
+			i += 2
 		}
-		b[i] = byte(off)
-		i++
-		if r > mpPosFixintMax {
-			b[i] = mpUint8
-			i++
-		}
-		b[i] = r
-		b[i+1] = 0 // Updated
-		i += 2
 	}
 	return append(b, mpFixArray) // empty N
 }
 
-// A chunk offset must be a byte for AppendChunkState.
-const _ = uint8(HLLChunkRegisters - 1)
+// A chunk offset must be a byte for AppendChunkState, which also reads a
+// chunk eight registers at a time (the second constant overflows unless
+// the chunk is a multiple of eight registers long).
+const (
+	_      = uint8(HLLChunkRegisters - 1)
+	_ uint = -(HLLChunkRegisters % 8)
+)
 
 // ChunkFromState is the inverse of ChunkState: it sets dst to the registers
 // st holds (registers without a slot are zero; dst's previous content is

@@ -134,7 +134,10 @@ func (n *Node) bucketEntries(total *counterEntry, video, event string, nowMs int
 		}
 		out[i] = e
 	}
-	if slot != nil {
+	// Only a total counted before: a new video's first view, the most
+	// common one where new videos pour in, would allocate a trio that its
+	// next view, if any, comes too late for.
+	if slot != nil && total.view.Load().lastUpdated != 0 {
 		slot.Store(&bucketTrio{total: total, minute: minute, entries: out})
 	}
 	return out, nil

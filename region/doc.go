@@ -14,9 +14,10 @@
 // group committer. With sync durability the call returns only after the batch
 // holding them is fsynced; the counter state itself is written coalesced, once
 // per batch, however many views a hot key took. The raw events of one call
-// are one event block, and the claims won alone in one batch one claim block
-// per window (store.EventBlock, store.ClaimBlock): a batch costs a few Badger
-// entries per video, not several per view.
+// are one event block (those of single views share a block per batch and
+// millisecond: sharedEvents), and the claims won alone in one batch one
+// claim block per window (store.EventBlock, store.ClaimBlock): a batch costs
+// a few Badger entries per video, not several per view.
 //
 // # Reads
 //

@@ -53,6 +53,7 @@ type Node struct {
 	users    *keyedLimiter
 	ips      *keyedLimiter              // nil when per-IP limiting is off
 	eventSeq atomic.Uint64              // unique suffix of raw event keys
+	shared   sharedEvents               // the raw events of small ingest calls, for the next batch
 	repl     atomic.Pointer[replicator] // nil unless EnableReplication was called
 
 	expireMu      sync.Mutex   // serialises expireClaims
@@ -309,6 +310,7 @@ func (n *Node) Region() string { return n.cfg.Region }
 func (n *Node) Ready() bool { return !n.failed.Load() }
 
 func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)) {
+	dst = n.shared.mutations(dst, n)
 	dst, after, err := n.counters.prepare(dst)
 	if err != nil {
 		n.log.Error("encode counter state", "err", err)
@@ -586,8 +588,14 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	if n.cfg.Durability == DurabilitySync {
 		batch = n.committer.Next().Seq()
 	}
-	var events store.EventBlock // the raw events of this call, logged as few entries
-	events.Grow(len(views), 24*len(views))
+	// The raw events of this call, logged as few entries: in a block of its
+	// own, or for a few events, in the batch's shared blocks.
+	var events store.EventBlock
+	var few [sharedEventsMax]loggedView
+	nFew, shared := 0, len(views) <= sharedEventsMax
+	if !shared {
+		events.Grow(len(views), 24*len(views))
+	}
 	for i, v := range views {
 		e := b.entries[i]
 		if e == nil {
@@ -626,15 +634,25 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			}
 		}
 		results[i].Fate, results[i].Counted = fate, fate == store.FateCounted
-		events.Add(v.Video, v.loggedEvent(), v.User, v.ClientMs, fate)
+		if shared {
+			few[nFew] = loggedView{video: v.Video, event: v.loggedEvent(), user: v.User, clientMs: v.ClientMs, fate: fate}
+			nFew++
+		} else {
+			events.Add(v.Video, v.loggedEvent(), v.User, v.ClientMs, fate)
+		}
 		if n.cfg.Observer != nil {
 			n.cfg.Observer.Ingested(fate)
 		}
 	}
-	if events.Len() == 0 {
+	if events.Len()+nFew == 0 {
 		return b, nil
 	}
-	muts := events.Mutations(nowMs, n.id.Replica, n.nextSeq, n.cfg.EventRetention)
+	var muts []store.Mutation
+	if shared {
+		n.shared.add(nowMs, few[:nFew])
+	} else {
+		muts = events.Mutations(nowMs, n.id.Replica, n.nextSeq, n.cfg.EventRetention)
+	}
 	var err error
 	if b.ticket, err = n.committer.Submit(muts...); err != nil {
 		// Admit holds Close off, so this cannot happen; say so loudly if it does.

@@ -11,8 +11,10 @@ import (
 // Block records hold many raw events, or many claims, in one Badger entry
 // instead of one entry per event or claim: Badger's per-entry cost (a
 // skiplist insert and a key copy) and msgpack's were a large part of the
-// cost of a view (issue 9). The events of one ingest call share their ingest
-// time and replica, which the event block's key holds; the claims a replica
+// cost of a view (issue 9). The events of one ingest call, or of the small
+// calls (single views) of one group commit ingested in one millisecond,
+// share their ingest time and replica, which the event block's key holds;
+// the claims a replica
 // won in one dedup window during one group commit share their window and
 // replica, which the claim block's key holds.
 //
@@ -94,9 +96,9 @@ func (b *blockBuilder) values() [][]byte {
 	return v
 }
 
-// EventBlock gathers the raw events of one ingest call, which share an ingest
-// time and a replica, into as few records as MaxBlockBytes allows. The zero
-// value is empty and ready to use; it is not safe for concurrent use.
+// EventBlock gathers raw events that share an ingest time and a replica into
+// as few records as MaxBlockBytes allows. The zero value is empty and ready
+// to use; it is not safe for concurrent use.
 type EventBlock struct{ b blockBuilder }
 
 // Grow sizes the first block for about n events whose IDs hold idBytes bytes

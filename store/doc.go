@@ -24,7 +24,9 @@
 //	'e' ingestMs(u64 BE) replica(u64 BE) seq(u64 BE)
 //	                                           raw event log: one Event, msgpack, or an
 //	                                           event block (EventBlock, first byte 0xeb):
-//	                                           the events of one ingest call; TTL = retention
+//	                                           the events of one ingest call, or of the single
+//	                                           views of one group commit and millisecond;
+//	                                           TTL = retention
 //
 // Metadata keys:
 //

@@ -310,7 +310,7 @@ func (n *Node) Region() string { return n.cfg.Region }
 func (n *Node) Ready() bool { return !n.failed.Load() }
 
 func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)) {
-	dst = n.shared.mutations(dst, n)
+	dst = n.shared.mutations(dst, n.id.Replica, n.nextSeq, n.cfg.EventRetention)
 	dst, after, err := n.counters.prepare(dst)
 	if err != nil {
 		n.log.Error("encode counter state", "err", err)

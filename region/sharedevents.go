@@ -2,7 +2,9 @@ package region
 
 import (
 	"sync"
+	"time"
 
+	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
 )
 
@@ -54,16 +56,17 @@ func (s *sharedEvents) add(ms int64, evs []loggedView) {
 	}
 }
 
-// mutations appends the writes of every shared block to dst, in the order
-// the blocks were first used (the simulator's runs repeat exactly), and
-// empties the blocks. Callers hold the admission gate exclusively.
-func (s *sharedEvents) mutations(dst []store.Mutation, n *Node) []store.Mutation {
+// mutations appends the writes of every shared block to dst, as
+// store.EventBlock.Mutations makes them, in the order the blocks were first
+// used (the simulator's runs repeat exactly), and empties the blocks.
+// Callers hold the admission gate exclusively.
+func (s *sharedEvents) mutations(dst []store.Mutation, replica crdt.ReplicaID, seq func() uint64, ttl time.Duration) []store.Mutation {
 	s.mu.Lock()
 	blocks := s.blocks
 	s.blocks = nil
 	s.mu.Unlock()
 	for i := range blocks {
-		dst = append(dst, blocks[i].events.Mutations(blocks[i].ms, n.id.Replica, n.nextSeq, n.cfg.EventRetention)...)
+		dst = append(dst, blocks[i].events.Mutations(blocks[i].ms, replica, seq, ttl)...)
 	}
 	return dst
 }

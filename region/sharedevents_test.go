@@ -3,6 +3,7 @@ package region
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/tallyhq/tally/store"
 )
@@ -22,11 +23,11 @@ func TestSharedEvents(t *testing.T) {
 	s.add(ms, []loggedView{ev("a", store.FateCounted)})
 	s.add(ms+1, []loggedView{ev("b", store.FateDuplicate), ev("c", store.FateCounted)})
 	s.add(ms, []loggedView{ev("d", store.FateRateLimited)})
-	muts := s.mutations(nil, n)
+	muts := s.mutations(nil, n.id.Replica, n.nextSeq, time.Hour)
 	if len(muts) != 2 {
 		t.Fatalf("%d writes, want one block per millisecond: 2", len(muts))
 	}
-	if again := s.mutations(nil, n); len(again) != 0 {
+	if again := s.mutations(nil, n.id.Replica, n.nextSeq, time.Hour); len(again) != 0 {
 		t.Fatalf("the blocks were written again: %d writes", len(again))
 	}
 	if _, err := n.committer.Submit(muts...); err != nil {

@@ -143,9 +143,12 @@ func (n *Node) bucketEntries(total *counterEntry, video, event string, nowMs int
 	return out, nil
 }
 
-// trioCacheSlots is the size of a node's trioCache: a power of two, and
-// room for the totals of the videos busy within a minute.
-const trioCacheSlots = 1 << 16
+// trioCacheSlots is the size of a node's trioCache: room for the totals of
+// the videos busy within a minute.
+const (
+	trioCacheBits  = 16
+	trioCacheSlots = 1 << trioCacheBits
+)
 
 // trioCache remembers the time buckets of recently counted totals: a
 // direct-mapped table, slotted by the total entry's address, of the entries
@@ -178,7 +181,7 @@ type bucketTrio struct {
 // trio holds its total, so the address is a stable name while it is cached.
 func (c trioCache) slot(total *counterEntry) *atomic.Pointer[bucketTrio] {
 	h := uint64(uintptr(unsafe.Pointer(total))>>4) * 0x9e3779b97f4a7c15
-	return &c.slots[h>>(64-16)]
+	return &c.slots[h>>(64-trioCacheBits)]
 }
 
 // holds reports whether t is total's buckets for minute, all still in the

@@ -44,17 +44,17 @@ type Node struct {
 	evicted         *evictedBuckets
 	trios           trioCache // the time buckets of recently counted totals (bucketEntries)
 
-	counters *counterTable
-	clog     *counterLog // the counter log's checkpoints, shared by counters and uniques
-	claims   *claimTable
-	likes    *likeTable
-	uniques  *uniqueTable
-	trends   *trendTracker
-	users    *keyedLimiter
-	ips      *keyedLimiter              // nil when per-IP limiting is off
-	eventSeq atomic.Uint64              // unique suffix of raw event keys
-	shared   sharedEvents               // the raw events of small ingest calls, for the next batch
-	repl     atomic.Pointer[replicator] // nil unless EnableReplication was called
+	counters     *counterTable
+	clog         *counterLog // the counter log's checkpoints, shared by counters and uniques
+	claims       *claimTable
+	likes        *likeTable
+	uniques      *uniqueTable
+	trends       *trendTracker
+	users        *keyedLimiter
+	ips          *keyedLimiter              // nil when per-IP limiting is off
+	eventSeq     atomic.Uint64              // unique suffix of raw event keys
+	sharedEvents sharedEvents               // the raw events of small ingest calls, for the next batch
+	repl         atomic.Pointer[replicator] // nil unless EnableReplication was called
 
 	expireMu      sync.Mutex   // serialises expireClaims
 	nextExpire    atomic.Int64 // unix ms of the next sweep of expired claims
@@ -310,7 +310,7 @@ func (n *Node) Region() string { return n.cfg.Region }
 func (n *Node) Ready() bool { return !n.failed.Load() }
 
 func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)) {
-	dst = n.shared.mutations(dst, n.id.Replica, n.nextSeq, n.cfg.EventRetention)
+	dst = n.sharedEvents.mutations(dst, n.id.Replica, n.nextSeq, n.cfg.EventRetention)
 	dst, after, err := n.counters.prepare(dst)
 	if err != nil {
 		n.log.Error("encode counter state", "err", err)
@@ -649,7 +649,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	}
 	var muts []store.Mutation
 	if shared {
-		n.shared.add(nowMs, few[:nFew])
+		n.sharedEvents.add(nowMs, few[:nFew])
 	} else {
 		muts = events.Mutations(nowMs, n.id.Replica, n.nextSeq, n.cfg.EventRetention)
 	}

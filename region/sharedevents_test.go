@@ -72,13 +72,13 @@ func TestSingleViewsShareBlocks(t *testing.T) {
 		}
 		pending = append(pending, p)
 	}
-	n.shared.mu.Lock()
-	blocks := len(n.shared.blocks)
+	n.sharedEvents.mu.Lock()
+	blocks := len(n.sharedEvents.blocks)
 	events := 0
 	if blocks > 0 {
-		events = n.shared.blocks[0].events.Len()
+		events = n.sharedEvents.blocks[0].events.Len()
 	}
-	n.shared.mu.Unlock()
+	n.sharedEvents.mu.Unlock()
 	if blocks != 1 || events != 10 {
 		t.Fatalf("10 single views in one millisecond: %d shared blocks, the first of %d events; want one of 10", blocks, events)
 	}

@@ -56,8 +56,12 @@ type uniqueSketch struct {
 	// Under shard.mu.
 	present uint64 // bit c: chunk c has a nonzero register
 	queued  uint64 // bit c: chunk c is in the table's queue
-	pending uint64 // bit c: chunk c has registers not durable yet; shadow[c] holds its durable ones
-	shadow  map[int]*[crdt.HLLChunkRegisters]uint8
+	pending uint64 // bit c: chunk c has registers not durable yet; its shadow holds its durable ones
+	// shadow holds the durable registers of each pending chunk, in chunk
+	// order (shadowOf); nil when none is pending. A chunk becomes pending
+	// with most views of a video seen rarely, so this is a short list of
+	// pooled arrays, not a map made and dropped per view.
+	shadow  []*[crdt.HLLChunkRegisters]uint8
 	sparse  []uint32 // nonzero registers as index<<8 | value, sorted; nil once dense
 	dense   *[crdt.HLLRegisters]uint8
 	version uint64 // starts at 1, +1 whenever a register grows
@@ -196,19 +200,25 @@ func (sk *uniqueSketch) raise(c, off int, r uint8, hold bool) bool {
 	}
 	bit := uint64(1) << c
 	if sk.pending&bit == 0 {
-		sk.pending |= bit
-		regs := new([crdt.HLLChunkRegisters]uint8)
+		regs := shadowPool.Get().(*[crdt.HLLChunkRegisters]uint8)
 		if sk.present&bit != 0 {
 			sk.chunk(c, regs)
 			regs[off] = old // as it was before this growth
+		} else {
+			*regs = [crdt.HLLChunkRegisters]uint8{}
 		}
-		if sk.shadow == nil {
-			sk.shadow = make(map[int]*[crdt.HLLChunkRegisters]uint8)
-		}
-		sk.shadow[c] = regs
+		sk.shadow = slices.Insert(sk.shadow, sk.shadowAt(c), regs)
+		sk.pending |= bit
 	}
 	return true
 }
+
+// shadowPool recycles the shadows of chunks no longer pending.
+var shadowPool = sync.Pool{New: func() any { return new([crdt.HLLChunkRegisters]uint8) }}
+
+// shadowAt is where chunk c's shadow is, or goes, in sk.shadow: after those
+// of the pending chunks before c. Callers hold shard.mu.
+func (sk *uniqueSketch) shadowAt(c int) int { return bits.OnesCount64(sk.pending & (1<<c - 1)) }
 
 // set raises register i to at least r and reports its value before and
 // whether it grew. Callers hold shard.mu.
@@ -289,7 +299,7 @@ func (t *uniqueTable) state(k crdt.Key) crdt.PNCounter {
 		return crdt.PNCounter{}
 	}
 	if sk.pending&(1<<c) != 0 {
-		regs = *sk.shadow[c]
+		regs = *sk.shadow[sk.shadowAt(c)]
 	} else {
 		sk.chunk(c, &regs)
 	}
@@ -409,17 +419,19 @@ func (t *uniqueTable) settle(written []chunkWrite) {
 		s.mu.Lock()
 		sk := s.m[video]
 		if sk != nil && sk.pending&(1<<c) != 0 {
-			sh := sk.shadow[c]
+			at := sk.shadowAt(c)
+			sh := sk.shadow[at]
 			for j, r := range w.regs {
 				sh[j] = max(sh[j], r)
 			}
 			sk.chunk(c, &live)
 			if live == *sh {
 				sk.pending &^= 1 << c
-				delete(sk.shadow, c)
+				sk.shadow = slices.Delete(sk.shadow, at, at+1)
 				if len(sk.shadow) == 0 {
-					sk.shadow = nil // most sketches are rarely pending: no empty map per video
+					sk.shadow = nil // most sketches are rarely pending: no empty list per video
 				}
+				shadowPool.Put(sh)
 			}
 		}
 		s.mu.Unlock()

@@ -137,8 +137,10 @@ func (n *Node) bucketEntries(total *counterEntry, video, event string, nowMs int
 	// Only a total counted before: a new video's first view, the most
 	// common one where new videos pour in, would allocate a trio that its
 	// next view, if any, comes too late for.
-	if slot != nil && total.view.Load().lastUpdated != 0 {
-		slot.Store(&bucketTrio{total: total, minute: minute, entries: out})
+	if slot != nil {
+		if st := total.view.state(); st != nil && st.LastUpdated() != 0 {
+			slot.Store(&bucketTrio{total: total, minute: minute, entries: out})
+		}
 	}
 	return out, nil
 }

@@ -45,7 +45,7 @@ type Node struct {
 	trios           trioCache // the time buckets of recently counted totals (bucketEntries)
 
 	counters     *counterTable
-	clog         *counterLog // the counter log's checkpoints, shared by counters and uniques
+	clog         *counterLog // the counter log's checkpoints (counters'; sketch chunks have entries of their own)
 	claims       *claimTable
 	likes        *likeTable
 	uniques      *uniqueTable

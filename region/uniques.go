@@ -58,7 +58,7 @@ type uniqueSketch struct {
 	queued  uint64 // bit c: chunk c is in the table's queue
 	pending uint64 // bit c: chunk c has registers not durable yet; its shadow holds its durable ones
 	// shadow holds the durable registers of each pending chunk, in chunk
-	// order (shadowOf); nil when none is pending. A chunk becomes pending
+	// order (shadowAt); nil when none is pending. A chunk becomes pending
 	// with most views of a video seen rarely, so this is a short list of
 	// pooled arrays, not a map made and dropped per view.
 	shadow  []*[crdt.HLLChunkRegisters]uint8

@@ -45,9 +45,9 @@ type countingObserver struct {
 	ingested atomic.Int64
 }
 
-func (o *countingObserver) Ingested(f store.Fate) {
-	o.ingested.Add(1)
-	o.Metrics.Ingested(f)
+func (o *countingObserver) Ingested(f store.Fate, n int) {
+	o.ingested.Add(int64(n))
+	o.Metrics.Ingested(f, n)
 }
 
 type testEnv struct {

@@ -175,19 +175,19 @@ func (m *Metrics) Batch(st store.BatchStats) {
 }
 
 // Ingested implements region.Observer.
-func (m *Metrics) Ingested(f store.Fate) {
+func (m *Metrics) Ingested(f store.Fate, n int) {
 	var c prometheus.Counter
 	if int(f) < len(m.fates) {
 		c = m.ingestedBy[f]
 		if fc := m.filteredBy[f]; fc != nil {
-			fc.Inc()
+			fc.Add(float64(n))
 		}
-		m.fates[f].Add(1)
+		m.fates[f].Add(uint64(n))
 	}
 	if c == nil { // a fate without a child made at start
 		c = m.ingested.WithLabelValues(f.String())
 	}
-	c.Inc()
+	c.Add(float64(n))
 }
 
 // ingestTotals returns the events ingested so far: counted, duplicate and

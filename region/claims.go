@@ -160,6 +160,17 @@ func (s *claimShard) set(w uint64) *claimSet {
 // that claim is durable (nil if it is). Callers hold the admission gate, so
 // batch is the one the claim will be written in.
 func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64, batch uint64) (won bool, synced <-chan struct{}) {
+	if won, synced = t.claimUnqueued(k, self, ingestMs, batch); won {
+		t.fresh.push(freshClaim{key: k, ingestMs: ingestMs})
+	}
+	return won, synced
+}
+
+// claimUnqueued is claimLocal without queuing a won claim for the next
+// batch: the caller queues its calls' won claims together (queueFresh)
+// before it releases the admission gate, with one lock of the queue
+// instead of one per claim.
+func (t *claimTable) claimUnqueued(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64, batch uint64) (won bool, synced <-chan struct{}) {
 	id, s := t.id(k)
 	s.mu.Lock()
 	cur, found := s.set(k.Window).ref(id.h)
@@ -178,8 +189,15 @@ func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs 
 	// an id with no slot has no multi entry either.
 	*cur = claimSlot{replica: self, ingestMs: ingestMs, batch: batch}
 	s.mu.Unlock()
-	t.fresh.push(freshClaim{key: k, ingestMs: ingestMs})
 	return true, nil
+}
+
+// queueFresh queues claims won by claimUnqueued for the next batch.
+// Callers hold the admission gate they held to win them.
+func (t *claimTable) queueFresh(won []freshClaim) {
+	if len(won) > 0 {
+		t.fresh.push(won...)
+	}
 }
 
 // mergeResult is what merging a remote claim set did.

@@ -99,7 +99,7 @@ func (n *Node) stepClaim(e *counterEntry, video, user, event, logged string, ing
 		n.log.Error("log claim step", "video", video, "event", event, "err", err)
 	}
 	if n.cfg.Observer != nil {
-		n.cfg.Observer.Ingested(fate)
+		n.cfg.Observer.Ingested(fate, 1)
 	}
 }
 

@@ -45,7 +45,8 @@ type recorder struct {
 	batches  int
 	tickets  int
 	batchErr error
-	// onIngested, if set, is called (outside mu) for every ingested event.
+	// onIngested, if set, is called (outside mu) for every report of
+	// ingested events (Ingested), with their fate.
 	onIngested func(store.Fate)
 	// batchCh, if set, receives every batch's stats while it has room.
 	batchCh chan store.BatchStats
@@ -68,12 +69,12 @@ func (r *recorder) Batch(st store.BatchStats) {
 	}
 }
 
-func (r *recorder) Ingested(f store.Fate) {
+func (r *recorder) Ingested(f store.Fate, n int) {
 	r.mu.Lock()
 	if r.fates == nil {
 		r.fates = map[store.Fate]int{}
 	}
-	r.fates[f]++
+	r.fates[f] += n
 	hook := r.onIngested
 	r.mu.Unlock()
 	if hook != nil {

@@ -22,9 +22,18 @@ const EventView = "view"
 type Observer interface {
 	// Batch is called after every group commit.
 	Batch(store.BatchStats)
-	// Ingested is called once per ingested event with its fate.
-	Ingested(fate store.Fate)
+	// Ingested is called with the number of ingested events that met one
+	// fate: once per fate an ingest call's events met, or once per event.
+	Ingested(fate store.Fate, n int)
 }
+
+// maxFate is the highest fate an ingest call gives an event (applyViews
+// counts fates in an array of it).
+const maxFate = store.FateDenied
+
+// wonPool holds the lists of claims that batch calls win (applyViews): a
+// batch of 1,000 views would otherwise allocate and clear 64 KB for it.
+var wonPool = sync.Pool{New: func() any { return new([]freshClaim) }}
 
 // Node is one tally node. Create it with Open; it is safe for concurrent use.
 type Node struct {
@@ -593,8 +602,20 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	var events store.EventBlock
 	var few [sharedEventsMax]loggedView
 	nFew, shared := 0, len(views) <= sharedEventsMax
+	// The claims this call wins, queued for the batch together after the
+	// loop; and how many events had each fate, for the Observer.
+	var fewWon [sharedEventsMax]freshClaim
+	won := fewWon[:0]
+	var fates [maxFate + 1]int
 	if !shared {
 		events.Grow(len(views), 24*len(views))
+		buf := wonPool.Get().(*[]freshClaim)
+		won = (*buf)[:0]
+		defer func() {
+			clear(won) // drop the IDs
+			*buf = won[:0]
+			wonPool.Put(buf)
+		}()
 	}
 	for i, v := range views {
 		e := b.entries[i]
@@ -620,8 +641,9 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			}
 		default:
 			ck := store.ClaimKey{Video: v.Video, Event: claimEvent(v.eventOf()), User: v.User, Window: window}
-			won, synced := n.claims.claimLocal(ck, n.id.Replica, nowMs, batch)
-			if won {
+			ok, synced := n.claims.claimUnqueued(ck, n.id.Replica, nowMs, batch)
+			if ok {
+				won = append(won, freshClaim{key: ck, ingestMs: nowMs})
 				n.count(e, b.buckets[i], false, nowMs)
 				if ck.Event == "" {
 					n.uniques.insert(v.Video, v.User)
@@ -640,8 +662,14 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 		} else {
 			events.Add(v.Video, v.loggedEvent(), v.User, v.ClientMs, fate)
 		}
-		if n.cfg.Observer != nil {
-			n.cfg.Observer.Ingested(fate)
+		fates[min(fate, maxFate)]++
+	}
+	n.claims.queueFresh(won)
+	if n.cfg.Observer != nil {
+		for f, count := range fates {
+			if count > 0 {
+				n.cfg.Observer.Ingested(store.Fate(f), count)
+			}
 		}
 	}
 	if events.Len()+nFew == 0 {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,7 @@ type batchObserver struct {
 	mu                     sync.Mutex // protects the fields below
 	batches, tickets, muts int
 	write, sync, maxSync   time.Duration
+	syncs                  []time.Duration // every batch's, for percentiles
 }
 
 func (o *batchObserver) Batch(st store.BatchStats) {
@@ -93,6 +95,7 @@ func (o *batchObserver) Batch(st store.BatchStats) {
 	o.write += st.Write
 	o.sync += st.Sync
 	o.maxSync = max(o.maxSync, st.Sync)
+	o.syncs = append(o.syncs, st.Sync)
 	o.mu.Unlock()
 }
 
@@ -104,8 +107,11 @@ func (o *batchObserver) summary() string {
 		return "no group commit"
 	}
 	n := time.Duration(o.batches)
-	return fmt.Sprintf("%d group commits: %.1f requests and %.1f mutations each, write %s, fsync %s (max %s) on average",
-		o.batches, float64(o.tickets)/float64(o.batches), float64(o.muts)/float64(o.batches), o.write/n, o.sync/n, o.maxSync)
+	syncs := slices.Sorted(slices.Values(o.syncs))
+	at := func(q float64) time.Duration { return syncs[int(q*float64(len(syncs)-1))] }
+	return fmt.Sprintf("%d group commits: %.1f requests and %.1f mutations each, write %s, fsync %s (p50 %s, p90 %s, p99 %s, max %s) on average",
+		o.batches, float64(o.tickets)/float64(o.batches), float64(o.muts)/float64(o.batches), o.write/n, o.sync/n,
+		at(0.5), at(0.9), at(0.99), o.maxSync)
 }
 
 // benchHTTP runs b.N operations over conns connections and returns the

@@ -7,12 +7,15 @@
 #     always, the seeds' SISMEMBER/INCR/SADD dedup script loaded and called
 #     with EVALSHA through go-redis (a pipeline of EVALSHA per batch);
 #   - a durable tally serve (fsync before every answer, the default);
-#   - a bare echo server with fixed answers: the ceiling of tally's HTTP path.
+#   - a bare echo server with fixed answers: the ceiling of tally's HTTP path;
+#   - the same echo server logging each single view as one raw event through
+#     tally's group committer to Badger (fsync per group commit) before it
+#     answers: the ceiling of any durable view on echo and Badger.
 # All on 127.0.0.1, driven one after the other by the same closed-loop
 # generator (`tally bench compare`) with the same connections and mixes, for
 # BENCH_DURATION each (default 10s). BENCH_COMPARE_FLAGS adds flags (see
-# `tally bench compare -h`). It prints a table and the tally/Redis and
-# tally/echo ratios. Every process it starts is stopped by PID on exit.
+# `tally bench compare -h`). It prints a table and the ratios of tally to
+# each, and of the durable ceiling to Redis. Every process it starts is stopped by PID on exit.
 set -euo pipefail
 
 DURATION="${BENCH_DURATION:-10s}"

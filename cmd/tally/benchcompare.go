@@ -27,7 +27,8 @@ import (
 )
 
 // "tally bench compare" (issue 9) runs tally side by side with the seeds'
-// Redis design and with a bare echo server, on this machine, under one
+// Redis design and with two ceilings, a bare echo server and one that logs
+// each single view durably before it answers, on this machine, under one
 // closed-loop load generator: the same connections, the same user/video
 // mixes, the same duration for each system.
 
@@ -80,7 +81,7 @@ func runBenchCompare(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.SetOutput(stderr)
 	var cfg cmpConfig
 	fs.StringVar(&cfg.RedisServer, "redis-server", "redis-server", "redis-server `binary` (looked up in PATH); empty skips Redis")
-	fs.BoolVar(&cfg.NoEcho, "no-echo", false, "skip the echo ceiling")
+	fs.BoolVar(&cfg.NoEcho, "no-echo", false, "skip the echo ceilings (bare and durable)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each run (max 2m)")
 	fs.IntVar(&cfg.Conns, "conns", 64, "closed-loop connections of single-view and read runs")
 	fs.IntVar(&cfg.BatchConns, "batch-conns", 4, "connections of batch runs")
@@ -201,7 +202,7 @@ type cmpResult struct {
 	Ops, Errors      int64
 	Views, Counted   int64
 	Wrong            int64 // fresh views not counted plus resends counted: 0 for a deduplicating counter
-	Checked          bool  // Wrong was checked (the system deduplicates; the echo ceiling does not)
+	Checked          bool  // Wrong was checked (the system deduplicates; the echo ceilings do not)
 	Elapsed          time.Duration
 	P50, P99, P999   time.Duration
 	ServerCPU        time.Duration // CPU time of the server process during the run
@@ -230,6 +231,7 @@ type cmpSystem struct {
 	metrics   string // URL of a Prometheus endpoint with tally's request histogram; empty for others
 	newClient func() cmpClient
 	batches   bool // supports batch runs
+	viewsOnly bool // runs single views only (its reads are another system's)
 	dedups    bool // counts each (video, user) once: its answers are checked (cmpResult.Wrong)
 }
 
@@ -297,6 +299,28 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 		systems = append(systems, cmpSystem{name: "echo", pid: ep.cmd.Process.Pid, newClient: func() cmpClient {
 			return &httpCmpClient{c: newBenchConn(addr, 30*time.Second)}
 		}})
+
+		// The durable ceiling: the same echo server, whose POST also logs
+		// the view through tally's group committer to Badger on disk (fsync
+		// per group commit) and answers once it is durable. A durable view
+		// on this stack cannot come faster; tally's also deduplicates,
+		// counts, buckets and sketches.
+		daddr, err := freeLoopbackAddr()
+		if err != nil {
+			return err
+		}
+		dp, err := startCmpProc(exe, []string{"bench", "echo-server", "--http", daddr, "--data", filepath.Join(cfg.Dir, "echo-commit")}, logf)
+		if err != nil {
+			return err
+		}
+		procs = append(procs, dp)
+		if err := waitHTTP(ctx, "http://"+daddr+"/videos/x/views", 30*time.Second, dp); err != nil {
+			return fmt.Errorf("durable echo server: %w", err)
+		}
+		progress("durable ceiling %s (pid %d): echo, one raw event record per view, group commit with fsync", daddr, dp.cmd.Process.Pid)
+		systems = append(systems, cmpSystem{name: "echo+commit", pid: dp.cmd.Process.Pid, viewsOnly: true, newClient: func() cmpClient {
+			return &httpCmpClient{c: newBenchConn(daddr, 30*time.Second)}
+		}})
 	}
 
 	var results []cmpResult
@@ -304,7 +328,7 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 	for _, mix := range cfg.Mixes {
 		for _, run := range cfg.Runs {
 			for _, sys := range systems {
-				if run == "batch" && !sys.batches {
+				if run == "batch" && !sys.batches || run != "view" && sys.viewsOnly {
 					continue
 				}
 				if ctx.Err() != nil {
@@ -368,7 +392,7 @@ func findResult(rs []cmpResult, mix, run, system string, paced float64) *cmpResu
 func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 	fmt.Fprintf(w, "\n== tally bench compare: %s per run, %d conns (batch: %d conns x %d views), %d videos + hot key, repeat %.2f, %d CPUs shared by servers and generator\n",
 		cfg.Duration, cfg.Conns, cfg.BatchConns, cfg.BatchSize, cfg.Videos, cfg.Repeat, runtime.NumCPU())
-	fmt.Fprintf(w, "%-7s %-8s %-10s %6s %11s %11s %8s %9s %9s %9s %9s %10s %10s %10s %7s %6s\n",
+	fmt.Fprintf(w, "%-7s %-8s %-11s %6s %11s %11s %8s %9s %9s %9s %9s %10s %10s %10s %7s %6s\n",
 		"mix", "run", "system", "conns", "ops/s", "views/s", "counted", "p50", "p99", "p999", "srv-p99≤", "srv-cores", "srv-µs/v", "gen-cores", "errors", "wrong")
 	for _, r := range rs {
 		run := r.Run
@@ -393,7 +417,7 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 		if r.Views > 0 {
 			counted = strconv.FormatFloat(100*float64(r.Counted)/float64(r.Views), 'f', 1, 64) + "%"
 		}
-		fmt.Fprintf(w, "%-7s %-8s %-10s %6d %11.0f %11.0f %8s %9s %9s %9s %9s %10.2f %10.2f %10.2f %7d %6s\n",
+		fmt.Fprintf(w, "%-7s %-8s %-11s %6d %11.0f %11.0f %8s %9s %9s %9s %9s %10.2f %10.2f %10.2f %7d %6s\n",
 			r.Mix, run, r.System, r.Conns, r.opsPerSec(), r.viewsPerSec(), counted, benchDur(r.P50), benchDur(r.P99), benchDur(r.P999), srvP99,
 			r.ServerCPU.Seconds()/r.Elapsed.Seconds(), perView, r.GenCPU.Seconds()/r.Elapsed.Seconds(), r.Errors, wrong)
 	}
@@ -404,12 +428,18 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 			if t == nil {
 				continue
 			}
-			for _, other := range []string{"redis+lua", "echo"} {
+			for _, other := range []string{"redis+lua", "echo", "echo+commit"} {
 				o := findResult(rs, mix.Name, run, other, 0)
 				if o == nil || o.Ops == 0 {
 					continue
 				}
-				fmt.Fprintf(w, "  %-7s %-6s tally/%-9s = %.2f\n", mix.Name, run, other, t.opsPerSec()/o.opsPerSec())
+				fmt.Fprintf(w, "  %-7s %-6s tally/%-11s = %.2f\n", mix.Name, run, other, t.opsPerSec()/o.opsPerSec())
+			}
+			// How far a durable view on this stack can go at all.
+			c, r := findResult(rs, mix.Name, run, "echo+commit", 0), findResult(rs, mix.Name, run, "redis+lua", 0)
+			if c != nil && r != nil && r.Ops > 0 {
+				fmt.Fprintf(w, "  %-7s %-6s echo+commit/redis+lua = %.2f (the most any durable view on echo and Badger reaches)\n",
+					mix.Name, run, c.opsPerSec()/r.opsPerSec())
 			}
 		}
 	}
@@ -417,6 +447,8 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 	fmt.Fprintln(w, "wrong: fresh (video, user) pairs not counted plus resends counted; 0 for a deduplicating counter (any other fails the run);")
 	fmt.Fprintln(w, "srv-cores: CPU of the server process over the run (cores busy); srv-µs/v: its CPU per view (per op for reads);")
 	fmt.Fprintln(w, "gen-cores: CPU of the load generator (this process), on the same cores. p50..p999: as the generator saw them;")
+	fmt.Fprintln(w, "echo: bare echo, fixed answers, no state; echo+commit: echo that logs each view as one raw event through tally's group")
+	fmt.Fprintln(w, "committer to Badger (fsync per group commit) before answering: the durable ceiling of a single view on this stack.")
 	fmt.Fprintln(w, "srv-p99≤: tally's own p99 from its request histogram (tally_http_request_duration_seconds, upper bucket bound).")
 	fmt.Fprintln(w, "Latencies of paced runs (@50%) are measured from each request's scheduled start (no coordinated omission).")
 }

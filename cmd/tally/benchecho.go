@@ -2,16 +2,23 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/tallyhq/tally/store"
 )
+
+// durableSeq makes the keys of the durable ceiling's records unique.
+var durableSeq atomic.Uint64
 
 // echoCount and echoCounted are the echo ceiling's fixed answers: the shapes
 // of tally's answers to GET and POST /videos/{id}/views.
@@ -32,19 +39,58 @@ type echoCounted struct {
 // tally's view routes and fixed answers of the same shape. No middleware, no
 // state, no disk: tally's answers cannot come faster than this on the same
 // machine.
-func newEchoCeiling() *echo.Echo {
+func newEchoCeiling() *echo.Echo { return newEchoCeilingOn(nil) }
+
+// newEchoCeilingOn is newEchoCeiling whose POST, with com set, also logs
+// the view as one raw event record (tally's format before event blocks)
+// through com to its Badger store and answers once the group commit holding
+// it is durable: the durable ceiling. A durable view on echo and Badger
+// cannot come faster than this on the same machine, whatever else it does
+// (tally's also deduplicates, counts, buckets and sketches).
+func newEchoCeilingOn(com *store.Committer) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.GET("/videos/:videoId/views", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, echoCount{VideoID: c.Param("videoId")})
 	})
 	e.POST("/videos/:videoId/views", func(c echo.Context) error {
-		if _, err := io.Copy(io.Discard, io.LimitReader(c.Request().Body, 4<<10)); err != nil {
+		body, err := io.ReadAll(io.LimitReader(c.Request().Body, 4<<10))
+		if err != nil {
 			return fmt.Errorf("read body: %w", err)
+		}
+		if com != nil {
+			if err := logDurably(c.Request().Context(), com, c.Param("videoId"), body); err != nil {
+				return err
+			}
 		}
 		return c.JSON(http.StatusOK, echoCounted{VideoID: c.Param("videoId"), Counted: true, ViewCount: 1})
 	})
 	return e
+}
+
+// logDurably writes the view of user (in body, {"userId": ...}) on video
+// to com's store as a raw event record, as tally logs one, and returns once
+// its group commit is durable.
+func logDurably(ctx context.Context, com *store.Committer, video string, body []byte) error {
+	var req struct {
+		UserID string `json:"userId"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "body: "+err.Error())
+	}
+	ev := store.Event{Video: video, User: req.UserID, IngestMs: time.Now().UnixMilli(), Fate: store.FateCounted}
+	m, err := store.EventMutation(ev, durableSeq.Add(1), time.Hour)
+	if err != nil {
+		return err
+	}
+	t, err := com.Submit(m)
+	if err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	if err := t.Wait(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // runBenchEchoServer is "tally bench echo-server": the echo ceiling of the
@@ -53,6 +99,7 @@ func runBenchEchoServer(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs := flag.NewFlagSet("tally bench echo-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("http", "127.0.0.1:0", "listen `address` host:port")
+	data := fs.String("data", "", "with a `folder`, POST also writes a record of the view to a Badger store there and answers once its group commit is durable")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -68,7 +115,24 @@ func runBenchEchoServer(ctx context.Context, args []string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "tally bench echo-server: listen: %v\n", err)
 		return 1
 	}
-	srv := &http.Server{Handler: newEchoCeiling(), ReadHeaderTimeout: 10 * time.Second}
+	var com *store.Committer
+	if *data != "" {
+		st, err := store.Open(store.DefaultOptions(*data))
+		if err != nil {
+			fmt.Fprintf(stderr, "tally bench echo-server: %v\n", err)
+			return 1
+		}
+		com = store.NewCommitter(st, store.CommitterConfig{})
+		defer func() {
+			if err := com.Close(); err != nil {
+				fmt.Fprintf(stderr, "tally bench echo-server: close committer: %v\n", err)
+			}
+			if err := st.Close(); err != nil {
+				fmt.Fprintf(stderr, "tally bench echo-server: close store: %v\n", err)
+			}
+		}()
+	}
+	srv := &http.Server{Handler: newEchoCeilingOn(com), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "tally bench echo-server: listening on http://%s\n", l.Addr())
 	go func() {
 		<-ctx.Done()

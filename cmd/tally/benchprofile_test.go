@@ -159,16 +159,24 @@ func benchHTTP(b *testing.B, addr string, conns int, op func(c *httpCmpClient, i
 	return cpu1 - cpu0
 }
 
-// BenchmarkHTTPViewDurable: single durable views, 64 connections, spread
-// over 10,000 videos, every view a fresh user (counted).
+// BenchmarkHTTPViewDurable: single durable views, 64 connections, every
+// view a fresh user (counted). Sub-benchmarks: spread over 10,000 videos,
+// and all on one hot video.
 func BenchmarkHTTPViewDurable(b *testing.B) {
-	addr, _, obs := benchNode(b)
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	benchHTTP(b, addr, 64, func(c *httpCmpClient, i int) error {
-		_, err := c.view(context.Background(), "v"+strconv.Itoa(i%10000), "u"+run+strconv.Itoa(i))
-		return err
-	})
-	b.Log(obs.summary())
+	for _, mix := range []struct {
+		name   string
+		videos int
+	}{{"spread", 10000}, {"hot", 1}} {
+		b.Run(mix.name, func(b *testing.B) {
+			addr, _, obs := benchNode(b)
+			run := strconv.FormatInt(time.Now().UnixNano(), 36)
+			benchHTTP(b, addr, 64, func(c *httpCmpClient, i int) error {
+				_, err := c.view(context.Background(), "v"+strconv.Itoa(i%mix.videos), "u"+run+strconv.Itoa(i))
+				return err
+			})
+			b.Log(obs.summary())
+		})
+	}
 }
 
 // BenchmarkHTTPGet: reads of 10,000 videos held in memory, 64 connections.

@@ -179,6 +179,39 @@ func BenchmarkHTTPViewDurable(b *testing.B) {
 	}
 }
 
+// BenchmarkHTTPViewCeiling: the durable ceiling of bench compare
+// (newEchoCeilingOn) under BenchmarkHTTPViewDurable's load: echo, and one
+// raw event record per view through the group committer to Badger on disk.
+func BenchmarkHTTPViewCeiling(b *testing.B) {
+	st, err := store.Open(store.DefaultOptions(b.TempDir()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	obs := &batchObserver{Metrics: httpapi.NewMetrics()}
+	com := store.NewCommitter(st, store.CommitterConfig{Observe: obs.Batch})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: newEchoCeilingOn(com), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	b.Cleanup(func() {
+		srv.Close()
+		if err := com.Close(); err != nil {
+			b.Errorf("close committer: %v", err)
+		}
+		if err := st.Close(); err != nil {
+			b.Errorf("close store: %v", err)
+		}
+	})
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	benchHTTP(b, ln.Addr().String(), 64, func(c *httpCmpClient, i int) error {
+		_, err := c.view(context.Background(), "v"+strconv.Itoa(i%10000), "u"+run+strconv.Itoa(i))
+		return err
+	})
+	b.Log(obs.summary())
+}
+
 // BenchmarkHTTPGet: reads of 10,000 videos held in memory, 64 connections.
 func BenchmarkHTTPGet(b *testing.B) {
 	addr, node, _ := benchNode(b)

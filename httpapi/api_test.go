@@ -721,6 +721,9 @@ func TestEventsMixedBatch(t *testing.T) {
 	if c := e.count("vb2"); c != 2 {
 		t.Fatalf("vb2 count %d, want 2 (u5, u8)", c)
 	}
+	// The metrics count every event the node took by its fate: the setup
+	// view and the batch's (refused events are not ingested).
+	expectMetrics(t, scrape(t, e), `tally_ingest_events_total{fate="counted"} 4`, `tally_ingest_events_total{fate="duplicate"} 3`)
 	// The batch claimed its pairs: a single POST of one is now a duplicate.
 	if v := e.view("vb2", "u8"); v.Counted || v.Reason != "duplicate" || v.ViewCount != 2 {
 		t.Fatalf("repeat of a batch view: %+v", v)

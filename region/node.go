@@ -27,10 +27,6 @@ type Observer interface {
 	Ingested(fate store.Fate, n int)
 }
 
-// maxFate is the highest fate an ingest call gives an event (applyViews
-// counts fates in an array of it).
-const maxFate = store.FateDenied
-
 // wonPool holds the lists of claims that batch calls win (applyViews): a
 // batch of 1,000 views would otherwise allocate and clear 64 KB for it.
 var wonPool = sync.Pool{New: func() any { return new([]freshClaim) }}
@@ -606,7 +602,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	// loop; and how many events had each fate, for the Observer.
 	var fewWon [sharedEventsMax]freshClaim
 	won := fewWon[:0]
-	var fates [maxFate + 1]int
+	var fates [store.FateReapplied + 1]int // by fate, every fate there is
 	if !shared {
 		events.Grow(len(views), 24*len(views))
 		buf := wonPool.Get().(*[]freshClaim)
@@ -662,7 +658,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 		} else {
 			events.Add(v.Video, v.loggedEvent(), v.User, v.ClientMs, fate)
 		}
-		fates[min(fate, maxFate)]++
+		fates[fate]++
 	}
 	n.claims.queueFresh(won)
 	if n.cfg.Observer != nil {

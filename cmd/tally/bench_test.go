@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -250,6 +251,13 @@ func TestBenchEndToEnd(t *testing.T) {
 		if !strings.Contains(out.String(), "tally/echo ") || !strings.Contains(out.String(), "tally/echo+commit") ||
 			(len(systems) == 3 && (!strings.Contains(out.String(), "tally/redis+lua") || !strings.Contains(out.String(), "echo+commit/redis+lua"))) {
 			t.Errorf("ratios missing:\n%s", out.String())
+		}
+		// The paced runs' p99 three ways, each a figure.
+		for _, run := range []string{"view@50%", "get@50%"} {
+			re := regexp.MustCompile(`(?m)^  half +` + regexp.QuoteMeta(run) + ` +tally +[0-9.]+(ms|s) / +[0-9.]+(ms|s) / +[0-9.]+(ms|s)$`)
+			if !re.MatchString(out.String()) {
+				t.Errorf("no p99 three ways for %s in:\n%s", run, out.String())
+			}
 		}
 	})
 

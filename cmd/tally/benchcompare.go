@@ -205,6 +205,10 @@ type cmpResult struct {
 	Checked          bool  // Wrong was checked (the system deduplicates; the echo ceilings do not)
 	Elapsed          time.Duration
 	P50, P99, P999   time.Duration
+	// Paced runs: the p99 of how late the generator's idle workers woke for
+	// their requests, and the p99 latency counted from when a request was
+	// sent by an idle worker (from when it was due for a busy one).
+	LateP99, SentP99 time.Duration
 	ServerCPU        time.Duration // CPU time of the server process during the run
 	ServerP99        time.Duration // tally only: p99 by its own request histogram (upper bucket bound)
 	GenCPU           time.Duration // CPU time of this process (the generator)
@@ -443,6 +447,17 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 			}
 		}
 	}
+	paced := false
+	for _, r := range rs {
+		if r.PacedAt == 0 {
+			continue
+		}
+		if !paced {
+			fmt.Fprintln(w, "\npaced runs, p99 three ways: from schedule (the table's) / from sending / the generator's own lateness:")
+			paced = true
+		}
+		fmt.Fprintf(w, "  %-7s %-8s %s  %9s / %9s / %9s\n", r.Mix, r.Run+"@50%", r.System, benchDur(r.P99), benchDur(r.SentP99), benchDur(r.LateP99))
+	}
 	fmt.Fprintln(w, "\ncounted: views the system counted (the rest were duplicates: --repeat resends acknowledged pairs);")
 	fmt.Fprintln(w, "wrong: fresh (video, user) pairs not counted plus resends counted; 0 for a deduplicating counter (any other fails the run);")
 	fmt.Fprintln(w, "srv-cores: CPU of the server process over the run (cores busy); srv-µs/v: its CPU per view (per op for reads);")
@@ -451,6 +466,8 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 	fmt.Fprintln(w, "committer to Badger (fsync per group commit) before answering: the durable ceiling of a single view on this stack.")
 	fmt.Fprintln(w, "srv-p99≤: tally's own p99 from its request histogram (tally_http_request_duration_seconds, upper bucket bound).")
 	fmt.Fprintln(w, "Latencies of paced runs (@50%) are measured from each request's scheduled start (no coordinated omission).")
+	fmt.Fprintln(w, "From sending: from when an idle connection sent it (from its scheduled start if every connection was busy);")
+	fmt.Fprintln(w, "the generator's lateness: how late an idle connection woke for a request, on cores it shares with the server.")
 }
 
 // cmpRunConfig is one run.
@@ -474,6 +491,10 @@ type cmpWorker struct {
 	next      int // next fresh user of this worker
 	ring      []cmpPair
 	lat       []time.Duration
+	// Paced runs only, per request: how late its idle worker woke for it
+	// (0 if the worker was busy when it came due), and its latency from
+	// when it was sent (idle worker) or due (busy worker).
+	late, latSent []time.Duration
 	ops, errs int64
 	views     int64
 	counted   int64
@@ -599,6 +620,7 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				begin := time.Now()
+				sent, late := begin, time.Duration(0)
 				if rc.pace > 0 {
 					// Paced: request k of the run is due at k/pace, and
 					// whichever connection is free takes the next request
@@ -608,8 +630,14 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 					// every connection busy counts its wait.
 					k := slot.Add(1) - 1
 					due := start.Add(time.Duration(float64(k) / rc.pace * float64(time.Second)))
+					sent = due
 					if d := time.Until(due); d > 0 {
 						time.Sleep(d)
+						// The worker was idle until due: what it woke late
+						// by is the generator's own delay (a core busy
+						// elsewhere), not a wait for the server.
+						sent = time.Now()
+						late = sent.Sub(due)
 					}
 					begin = due
 				}
@@ -620,6 +648,10 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 				w.ops++
 				if len(w.lat) < cmpMaxSamples {
 					w.lat = append(w.lat, time.Since(begin))
+					if rc.pace > 0 {
+						w.late = append(w.late, late)
+						w.latSent = append(w.latSent, time.Since(sent))
+					}
 				}
 			}
 		})
@@ -631,7 +663,7 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 	if sys.metrics != "" {
 		res.ServerP99 = histogramQuantile(hist0, scrapeHistogram(sys.metrics, route, method), 0.99)
 	}
-	var lat []time.Duration
+	var lat, late, latSent []time.Duration
 	for _, w := range workers {
 		res.Ops += w.ops
 		res.Errors += w.errs
@@ -644,16 +676,21 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 			res.FirstErr = w.firstErr
 		}
 		lat = append(lat, w.lat...)
+		late = append(late, w.late...)
+		latSent = append(latSent, w.latSent...)
 	}
-	slices.Sort(lat)
-	q := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
-	}
-	res.P50, res.P99, res.P999 = q(0.50), q(0.99), q(0.999)
+	res.P50, res.P99, res.P999 = quantile(lat, 0.50), quantile(lat, 0.99), quantile(lat, 0.999)
+	res.LateP99, res.SentP99 = quantile(late, 0.99), quantile(latSent, 0.99)
 	return res
+}
+
+// quantile sorts d and returns its p quantile (0 if empty).
+func quantile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, int(p*float64(len(d))))]
 }
 
 // procCPU is the user+system CPU time of process pid so far (0 if unknown).

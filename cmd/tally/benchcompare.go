@@ -486,21 +486,21 @@ type cmpRunConfig struct {
 
 // cmpWorker is one closed-loop (or paced) client.
 type cmpWorker struct {
-	rc        *cmpRunConfig
-	rng       *rand.Rand
-	next      int // next fresh user of this worker
-	ring      []cmpPair
-	lat       []time.Duration
+	rc   *cmpRunConfig
+	rng  *rand.Rand
+	next int // next fresh user of this worker
+	ring []cmpPair
+	lat  []time.Duration
 	// Paced runs only, per request: how late its idle worker woke for it
 	// (0 if the worker was busy when it came due), and its latency from
 	// when it was sent (idle worker) or due (busy worker).
 	late, latSent []time.Duration
-	ops, errs int64
-	views     int64
-	counted   int64
-	wrong     int64 // answers against the dedup rule (see cmpResult.Wrong)
-	firstErr  string
-	pairs     []cmpPair
+	ops, errs     int64
+	views         int64
+	counted       int64
+	wrong         int64 // answers against the dedup rule (see cmpResult.Wrong)
+	firstErr      string
+	pairs         []cmpPair
 }
 
 // pick is the next view: a resend of an acknowledged pair (--repeat), or a

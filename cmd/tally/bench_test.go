@@ -223,7 +223,7 @@ func TestBenchEndToEnd(t *testing.T) {
 		if err := cmd.Run(); err != nil {
 			t.Fatalf("tally bench compare: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errb.String())
 		}
-		// A row per run and system (paced runs on tally only), none with an
+		// A row per run and system (paced runs on tally and echo), none with an
 		// error or an answer against the dedup rule (the run would fail),
 		// and the ratios.
 		rows := map[string]bool{}
@@ -232,7 +232,7 @@ func TestBenchEndToEnd(t *testing.T) {
 				rows[f[1]+" "+f[2]] = true
 			}
 		}
-		want := []string{"view@50% tally", "get@50% tally", "batch tally"}
+		want := []string{"view@50% tally", "get@50% tally", "view@50% echo", "get@50% echo", "batch tally"}
 		for _, sys := range systems {
 			want = append(want, "view "+sys, "get "+sys)
 		}

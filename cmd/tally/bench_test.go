@@ -252,12 +252,16 @@ func TestBenchEndToEnd(t *testing.T) {
 			(len(systems) == 3 && (!strings.Contains(out.String(), "tally/redis+lua") || !strings.Contains(out.String(), "echo+commit/redis+lua"))) {
 			t.Errorf("ratios missing:\n%s", out.String())
 		}
-		// The paced runs' p99 three ways, each a figure.
+		// The paced runs' p99 three ways, each a figure, and the slowest
+		// fsync of a view run (it commits).
 		for _, run := range []string{"view@50%", "get@50%"} {
-			re := regexp.MustCompile(`(?m)^  half +` + regexp.QuoteMeta(run) + ` +tally +[0-9.]+(ms|s) / +[0-9.]+(ms|s) / +[0-9.]+(ms|s)$`)
+			re := regexp.MustCompile(`(?m)^  half +` + regexp.QuoteMeta(run) + ` +tally +[0-9.]+(ms|s) / +[0-9.]+(ms|s) / +[0-9.]+(ms|s) +(≤[0-9.]+(ms|s)|-)$`)
 			if !re.MatchString(out.String()) {
 				t.Errorf("no p99 three ways for %s in:\n%s", run, out.String())
 			}
+		}
+		if !regexp.MustCompile(`(?m)^  half +view@50% +tally .* ≤[0-9.]+(ms|s)$`).MatchString(out.String()) {
+			t.Errorf("no slowest fsync for view@50%% in:\n%s", out.String())
 		}
 	})
 

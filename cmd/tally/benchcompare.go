@@ -210,10 +210,13 @@ type cmpResult struct {
 	// their requests, and the p99 latency counted from when a request was
 	// sent by an idle worker (from when it was due for a busy one).
 	LateP99, SentP99 time.Duration
-	ServerCPU        time.Duration // CPU time of the server process during the run
-	ServerP99        time.Duration // tally only: p99 by its own request histogram (upper bucket bound)
-	GenCPU           time.Duration // CPU time of this process (the generator)
-	FirstErr         string
+	// SlowestCommit bounds the fsync of tally's slowest group commit in the
+	// run (upper bucket bound; 0 for other systems, or past the last bucket).
+	SlowestCommit time.Duration
+	ServerCPU     time.Duration // CPU time of the server process during the run
+	ServerP99     time.Duration // tally only: p99 by its own request histogram (upper bucket bound)
+	GenCPU        time.Duration // CPU time of this process (the generator)
+	FirstErr      string
 }
 
 func (r cmpResult) opsPerSec() float64   { return float64(r.Ops) / r.Elapsed.Seconds() }
@@ -478,10 +481,14 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 			continue
 		}
 		if !paced {
-			fmt.Fprintln(w, "\npaced runs, p99 three ways: from schedule (the table's) / from sending / the generator's own lateness:")
+			fmt.Fprintln(w, "\npaced runs, p99 three ways: from schedule (the table's) / from sending / the generator's own lateness; tally's slowest fsync:")
 			paced = true
 		}
-		fmt.Fprintf(w, "  %-7s %-8s %s  %9s / %9s / %9s\n", r.Mix, r.Run+"@50%", r.System, benchDur(r.P99), benchDur(r.SentP99), benchDur(r.LateP99))
+		slowest := "-"
+		if r.SlowestCommit > 0 {
+			slowest = "≤" + benchDur(r.SlowestCommit)
+		}
+		fmt.Fprintf(w, "  %-7s %-8s %-11s %9s / %9s / %9s   %s\n", r.Mix, r.Run+"@50%", r.System, benchDur(r.P99), benchDur(r.SentP99), benchDur(r.LateP99), slowest)
 	}
 	fmt.Fprintln(w, "\ncounted: views the system counted (the rest were duplicates: --repeat resends acknowledged pairs);")
 	fmt.Fprintln(w, "wrong: fresh (video, user) pairs not counted plus resends counted; 0 for a deduplicating counter (any other fails the run);")
@@ -630,9 +637,9 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 		}
 	}()
 	route, method := cmpRoute(rc.run)
-	var hist0 map[float64]float64
+	var hist0, commits0 map[float64]float64
 	if sys.metrics != "" {
-		hist0 = scrapeHistogram(sys.metrics, route, method)
+		hist0, commits0 = scrapeHistogram(sys.metrics, route, method), scrapeCommitHistogram(sys.metrics)
 	}
 	srv0, gen0 := procCPU(sys.pid), procCPU(os.Getpid())
 	start := time.Now()
@@ -688,6 +695,7 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 		ServerCPU: procCPU(sys.pid) - srv0, GenCPU: procCPU(os.Getpid()) - gen0}
 	if sys.metrics != "" {
 		res.ServerP99 = histogramQuantile(hist0, scrapeHistogram(sys.metrics, route, method), 0.99)
+		res.SlowestCommit = histogramQuantile(commits0, scrapeCommitHistogram(sys.metrics), 1)
 	}
 	var lat, late, latSent []time.Duration
 	for _, w := range workers {
@@ -1010,19 +1018,31 @@ func scrapeValues(url string, names ...string) map[string]float64 {
 // scrapeHistogram reads the cumulative buckets (upper bound → count) of
 // tally_http_request_duration_seconds for route and method.
 func scrapeHistogram(url, route, method string) map[float64]float64 {
+	return scrapeBuckets(url, "tally_http_request_duration_seconds", map[string]string{"route": route, "method": method})
+}
+
+// scrapeCommitHistogram is scrapeHistogram for the fsync time of tally's
+// group commits (tally_group_commit_fsync_seconds).
+func scrapeCommitHistogram(url string) map[float64]float64 {
+	return scrapeBuckets(url, "tally_group_commit_fsync_seconds", nil)
+}
+
+// scrapeBuckets reads the cumulative buckets of histogram metric, summed
+// over its series whose labels include want, from url.
+func scrapeBuckets(url, metric string, want map[string]string) map[float64]float64 {
 	body := fetchMetrics(url)
 	if body == "" {
 		return nil
 	}
 	out := map[float64]float64{}
-	const name = "tally_http_request_duration_seconds_bucket{"
+	name := metric + "_bucket{"
 	for _, line := range strings.Split(body, "\n") {
 		rest, ok := strings.CutPrefix(line, name)
 		if !ok {
 			continue
 		}
 		labels, value, ok := strings.Cut(rest, "} ")
-		if !ok || !benchLabelsMatch(labels, map[string]string{"route": route, "method": method}) {
+		if !ok || !benchLabelsMatch(labels, want) {
 			continue
 		}
 		le := ""

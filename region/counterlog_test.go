@@ -1,6 +1,7 @@
 package region
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
@@ -266,5 +267,64 @@ func TestCounterLogEpochStampsWrap(t *testing.T) {
 	}
 	if rareWrites != logged {
 		t.Fatalf("the rare key was logged %d times and checkpointed %d; want once each", logged, rareWrites)
+	}
+}
+
+// TestCounterLogPacesDeletes: a drained epoch's records are deleted a share
+// per batch, as many as the batch has other mutations and at least
+// minDeletes, not all in one batch (16,384 deletions made one group commit
+// take 30-40 ms); a failed batch's deletions come back, and every record is
+// deleted in the end, once.
+func TestCounterLogPacesDeletes(t *testing.T) {
+	l := newCounterLog(func() uint64 { return 0 })
+	const records = 1000
+	for i := range records {
+		l.deletes = append(l.deletes, []byte(fmt.Sprint("l-", i)))
+	}
+	gone := map[string]bool{}
+	batch := func(others int, fail bool) int {
+		t.Helper()
+		muts, drained, deleted, err := l.prepare(make([]store.Mutation, others), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(muts) != others+len(deleted) {
+			t.Fatalf("%d mutations for %d others and %d deletions", len(muts), others, len(deleted))
+		}
+		for _, m := range muts[others:] {
+			if !m.Delete {
+				t.Fatalf("a mutation after the others is not a deletion: %+v", m)
+			}
+		}
+		if fail {
+			l.done(errors.New("disk full"), drained, deleted)
+			return len(deleted)
+		}
+		l.done(nil, drained, deleted)
+		for _, k := range deleted {
+			if gone[string(k)] {
+				t.Fatalf("record %s deleted twice", k)
+			}
+			gone[string(k)] = true
+		}
+		return len(deleted)
+	}
+	if n := batch(3, true); n != minDeletes {
+		t.Fatalf("a small batch deleted %d records, want %d", n, minDeletes)
+	}
+	if len(l.deletes) != records {
+		t.Fatalf("after a failed batch %d deletions are due, want all %d back", len(l.deletes), records)
+	}
+	if n := batch(600, false); n != 600 {
+		t.Fatalf("a batch of 600 mutations deleted %d records, want 600", n)
+	}
+	if n := batch(0, false); n != minDeletes {
+		t.Fatalf("an empty batch deleted %d records, want %d", n, minDeletes)
+	}
+	if n := batch(0, false); n != records-600-minDeletes {
+		t.Fatalf("the last batch deleted %d records, want the %d left", n, records-600-minDeletes)
+	}
+	if n := batch(0, false); n != 0 || len(gone) != records || l.deletes != nil {
+		t.Fatalf("then %d more deleted, %d in all, %d due; want 0, %d, none", n, len(gone), len(l.deletes), records)
 	}
 }

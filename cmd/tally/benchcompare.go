@@ -333,6 +333,7 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 
 	var results []cmpResult
 	runID := 0 // names the fresh users of each run apart
+	window := dedupWindowOf(cfg.ServeFlags)
 	for _, mix := range cfg.Mixes {
 		for _, run := range cfg.Runs {
 			for _, sys := range systems {
@@ -343,7 +344,7 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 					return ctx.Err()
 				}
 				rc := cmpRunConfig{mix: mix, run: run, conns: cfg.Conns, videos: cfg.Videos,
-					runID: runID, repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed}
+					runID: runID, repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed, window: window}
 				if run == "batch" {
 					rc.conns = cfg.BatchConns
 				}
@@ -378,7 +379,7 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 					continue
 				}
 				prc := cmpRunConfig{mix: mix, run: run, conns: cfg.Conns, videos: cfg.Videos, runID: runID,
-					repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed + 7, pace: pace}
+					repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed + 7, pace: pace, window: window}
 				progress("%s %s on %s at half of tally's peak: %.0f ops/s", mix.Name, run, sys.name, prc.pace)
 				pres := cmpRun(ctx, prc, sys)
 				results = append(results, pres)
@@ -515,6 +516,36 @@ type cmpRunConfig struct {
 	duration time.Duration
 	pace     float64 // total ops/s; 0: closed loop
 	seed     int64
+	// window is tally's dedup window (--dedup-window; 0: its default of
+	// 24h), aligned to the Unix epoch as tally aligns it: a resend of a
+	// pair acknowledged in an earlier window is counted again, rightly.
+	window time.Duration
+}
+
+// windowAt is the index of the dedup window holding t.
+func (rc *cmpRunConfig) windowAt(t time.Time) int64 {
+	w := rc.window
+	if w <= 0 {
+		w = 24 * time.Hour
+	}
+	return t.UnixMilli() / w.Milliseconds()
+}
+
+// dedupWindowOf is the --dedup-window among tally serve's flags, or 0.
+func dedupWindowOf(flags []string) time.Duration {
+	for i, f := range flags {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(f, "-"), "=")
+		if name != "dedup-window" || !strings.HasPrefix(f, "-") {
+			continue
+		}
+		if !hasValue && i+1 < len(flags) {
+			value = flags[i+1]
+		}
+		if d, err := time.ParseDuration(value); err == nil {
+			return d
+		}
+	}
+	return 0
 }
 
 // cmpWorker is one closed-loop (or paced) client.
@@ -523,7 +554,10 @@ type cmpWorker struct {
 	rng  *rand.Rand
 	next int // next fresh user of this worker
 	ring []cmpPair
-	lat  []time.Duration
+	// ringWindow is the dedup window every pair in ring was acknowledged
+	// in: a pair is resent only in that window.
+	ringWindow int64
+	lat        []time.Duration
 	// Paced runs only, per request: how late its idle worker woke for it
 	// (0 if the worker was busy when it came due), and its latency from
 	// when it was sent (idle worker) or due (busy worker).
@@ -541,6 +575,9 @@ type cmpWorker struct {
 // spread. fresh tells which: a fresh view must be counted, a resend must not.
 func (w *cmpWorker) pick() (p cmpPair, fresh bool) {
 	rc := w.rc
+	if len(w.ring) > 0 && rc.windowAt(time.Now()) != w.ringWindow {
+		w.ring = w.ring[:0] // a new window: the pairs would count again
+	}
 	if rc.repeat > 0 && len(w.ring) > 0 && w.rng.Float64() < rc.repeat {
 		return w.ring[w.rng.IntN(len(w.ring))], false
 	}
@@ -554,8 +591,11 @@ func (w *cmpWorker) pick() (p cmpPair, fresh bool) {
 	return p, true
 }
 
-// remember keeps p, acknowledged, for resends.
-func (w *cmpWorker) remember(p cmpPair) {
+// remember keeps p, acknowledged in dedup window win, for resends.
+func (w *cmpWorker) remember(p cmpPair, win int64) {
+	if win != w.ringWindow {
+		w.ring, w.ringWindow = w.ring[:0], win
+	}
 	if len(w.ring) < 4096 {
 		w.ring = append(w.ring, p)
 	} else {
@@ -576,16 +616,22 @@ func (w *cmpWorker) one(ctx context.Context, c cmpClient) {
 	switch w.rc.run {
 	case "view":
 		p, fresh := w.pick()
+		win := w.rc.windowAt(time.Now())
 		counted, err := c.view(ctx, p.video, p.user)
 		w.views++
 		if err != nil {
 			w.fail(err)
 			return
 		}
-		w.remember(p)
 		if counted {
 			w.counted++
 		}
+		if w.rc.windowAt(time.Now()) != win {
+			// A dedup window ended while the request was out: tally took
+			// it in either, and a resend may rightly count again.
+			return
+		}
+		w.remember(p, win)
 		if counted != fresh {
 			w.wrong++
 		}
@@ -609,6 +655,7 @@ func (w *cmpWorker) one(ctx context.Context, c cmpClient) {
 				fresh++
 			}
 		}
+		win := w.rc.windowAt(time.Now())
 		n, err := c.batch(ctx, w.pairs)
 		w.views += int64(len(w.pairs))
 		if err != nil {
@@ -616,9 +663,12 @@ func (w *cmpWorker) one(ctx context.Context, c cmpClient) {
 			return
 		}
 		w.counted += int64(n)
+		if w.rc.windowAt(time.Now()) != win {
+			return // a window ended meanwhile (see view)
+		}
 		w.wrong += int64(max(n-fresh, fresh-n))
 		for _, p := range w.pairs {
-			w.remember(p)
+			w.remember(p, win)
 		}
 	}
 }

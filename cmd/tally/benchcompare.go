@@ -291,44 +291,37 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 		}})
 	}
 	if !cfg.NoEcho {
-		addr, err := freeLoopbackAddr()
-		if err != nil {
-			return err
+		// The bare ceiling, then the durable one: the same echo server,
+		// whose POST also logs the view through tally's group committer to
+		// Badger on disk (fsync per group commit) and answers once it is
+		// durable. A durable view on this stack cannot come faster; tally's
+		// also deduplicates, counts, buckets and sketches.
+		for _, c := range []struct {
+			name, what string
+			extra      []string // flags of tally bench echo-server
+			viewsOnly  bool     // its reads are the bare ceiling's
+		}{
+			{"echo", "echo ceiling: bare echo, fixed answers", nil, false},
+			{"echo+commit", "durable ceiling: echo, one raw event record per view, group commit with fsync",
+				[]string{"--data", filepath.Join(cfg.Dir, "echo-commit")}, true},
+		} {
+			addr, err := freeLoopbackAddr()
+			if err != nil {
+				return err
+			}
+			ep, err := startCmpProc(exe, append([]string{"bench", "echo-server", "--http", addr}, c.extra...), logf)
+			if err != nil {
+				return err
+			}
+			procs = append(procs, ep)
+			if err := waitHTTP(ctx, "http://"+addr+"/videos/x/views", 30*time.Second, ep); err != nil {
+				return fmt.Errorf("%s server: %w", c.name, err)
+			}
+			progress("%s (%s, pid %d)", c.what, addr, ep.cmd.Process.Pid)
+			systems = append(systems, cmpSystem{name: c.name, pid: ep.cmd.Process.Pid, viewsOnly: c.viewsOnly, newClient: func() cmpClient {
+				return &httpCmpClient{c: newBenchConn(addr, 30*time.Second)}
+			}})
 		}
-		ep, err := startCmpProc(exe, []string{"bench", "echo-server", "--http", addr}, logf)
-		if err != nil {
-			return err
-		}
-		procs = append(procs, ep)
-		if err := waitHTTP(ctx, "http://"+addr+"/videos/x/views", 30*time.Second, ep); err != nil {
-			return fmt.Errorf("echo server: %w", err)
-		}
-		progress("echo ceiling %s (pid %d): bare echo, fixed answers", addr, ep.cmd.Process.Pid)
-		systems = append(systems, cmpSystem{name: "echo", pid: ep.cmd.Process.Pid, newClient: func() cmpClient {
-			return &httpCmpClient{c: newBenchConn(addr, 30*time.Second)}
-		}})
-
-		// The durable ceiling: the same echo server, whose POST also logs
-		// the view through tally's group committer to Badger on disk (fsync
-		// per group commit) and answers once it is durable. A durable view
-		// on this stack cannot come faster; tally's also deduplicates,
-		// counts, buckets and sketches.
-		daddr, err := freeLoopbackAddr()
-		if err != nil {
-			return err
-		}
-		dp, err := startCmpProc(exe, []string{"bench", "echo-server", "--http", daddr, "--data", filepath.Join(cfg.Dir, "echo-commit")}, logf)
-		if err != nil {
-			return err
-		}
-		procs = append(procs, dp)
-		if err := waitHTTP(ctx, "http://"+daddr+"/videos/x/views", 30*time.Second, dp); err != nil {
-			return fmt.Errorf("durable echo server: %w", err)
-		}
-		progress("durable ceiling %s (pid %d): echo, one raw event record per view, group commit with fsync", daddr, dp.cmd.Process.Pid)
-		systems = append(systems, cmpSystem{name: "echo+commit", pid: dp.cmd.Process.Pid, viewsOnly: true, newClient: func() cmpClient {
-			return &httpCmpClient{c: newBenchConn(daddr, 30*time.Second)}
-		}})
 	}
 
 	var results []cmpResult

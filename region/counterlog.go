@@ -199,6 +199,9 @@ func (c loggedCounter) setLogEpoch(v uint8) { c.e.logEpoch = v }
 // runs of bench compare saw it in their p99); the records left until a
 // later batch only cost Open a longer replay after a crash.
 func (l *counterLog) takeDeletes(size int) [][]byte {
+	if len(l.deletes) == 0 {
+		return nil
+	}
 	n := min(len(l.deletes), max(minDeletes, size))
 	d := slices.Clone(l.deletes[:n])
 	l.deletes = l.deletes[n:]

@@ -45,8 +45,11 @@ func newEchoCeiling() *echo.Echo { return newEchoCeilingOn(nil) }
 // the view as one raw event record (tally's format before event blocks)
 // through com to its Badger store and answers once the group commit holding
 // it is durable: the durable ceiling. A durable view on echo and Badger
-// cannot come faster than this on the same machine, whatever else it does
-// (tally's also deduplicates, counts, buckets and sketches).
+// comes little faster than this on the same machine, whatever else it does
+// (tally's also deduplicates, counts, buckets and sketches): a design could
+// pack many views into one record, and save Badger's cost per entry (about
+// 1 µs of a view's 33-36 µs of server CPU here) and this decoder's (encoding/json,
+// about 1 µs), and nothing else this does is optional.
 func newEchoCeilingOn(com *store.Committer) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

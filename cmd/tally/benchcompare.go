@@ -564,12 +564,13 @@ type cmpWorker struct {
 	pairs         []cmpPair
 }
 
-// pick is the next view: a resend of an acknowledged pair (--repeat), or a
-// fresh user (never seen by any run) on the hot video or a random one of the
-// spread. fresh tells which: a fresh view must be counted, a resend must not.
-func (w *cmpWorker) pick() (p cmpPair, fresh bool) {
+// pick is the next view, to be sent in dedup window win: a resend of a pair
+// acknowledged in win (--repeat), or a fresh user (never seen by any run) on
+// the hot video or a random one of the spread. fresh tells which: a fresh
+// view must be counted, a resend must not (if it reaches tally in win).
+func (w *cmpWorker) pick(win int64) (p cmpPair, fresh bool) {
 	rc := w.rc
-	if len(w.ring) > 0 && rc.windowAt(time.Now()) != w.ringWindow {
+	if len(w.ring) > 0 && win != w.ringWindow {
 		w.ring = w.ring[:0] // a new window: the pairs would count again
 	}
 	if rc.repeat > 0 && len(w.ring) > 0 && w.rng.Float64() < rc.repeat {
@@ -609,8 +610,8 @@ func (w *cmpWorker) fail(err error) {
 func (w *cmpWorker) one(ctx context.Context, c cmpClient) {
 	switch w.rc.run {
 	case "view":
-		p, fresh := w.pick()
-		win := w.rc.windowAt(time.Now())
+		win := w.rc.windowAt(time.Now()) // before the pick: resends are of this window
+		p, fresh := w.pick(win)
 		counted, err := c.view(ctx, p.video, p.user)
 		w.views++
 		if err != nil {
@@ -642,14 +643,14 @@ func (w *cmpWorker) one(ctx context.Context, c cmpClient) {
 	case "batch":
 		w.pairs = w.pairs[:0]
 		fresh := 0
+		win := w.rc.windowAt(time.Now()) // before the picks (see view)
 		for range w.rc.batch {
-			p, f := w.pick()
+			p, f := w.pick(win)
 			w.pairs = append(w.pairs, p)
 			if f {
 				fresh++
 			}
 		}
-		win := w.rc.windowAt(time.Now())
 		n, err := c.batch(ctx, w.pairs)
 		w.views += int64(len(w.pairs))
 		if err != nil {

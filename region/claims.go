@@ -46,7 +46,7 @@ type claimTable struct {
 	queue keyQueue[store.ClaimKey]
 }
 
-// freshClaim is a claim this node won (claimLocal): its set was this node's
+// freshClaim is a claim this node won (claimUnqueued): its set was this node's
 // claim alone, made at ingestMs, and that is what a batch writes of it. A
 // merge that changes the set before the batch is cut queues the key as well,
 // so the batch writes the merged set too; the two merge again when read.
@@ -153,23 +153,14 @@ func (s *claimShard) set(w uint64) *claimSet {
 	return set
 }
 
-// claimLocal claims k for replica self at ingestMs unless k already has a
-// claim set (made here or received from a peer). A won claim is queued for
-// the next batch, batch (store.Ticket.Seq; 0 with async durability, where
-// nothing waits for it). When k was claimed already, synced is closed once
-// that claim is durable (nil if it is). Callers hold the admission gate, so
-// batch is the one the claim will be written in.
-func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64, batch uint64) (won bool, synced <-chan struct{}) {
-	if won, synced = t.claimUnqueued(k, self, ingestMs, batch); won {
-		t.fresh.push(freshClaim{key: k, ingestMs: ingestMs})
-	}
-	return won, synced
-}
-
-// claimUnqueued is claimLocal without queuing a won claim for the next
-// batch: the caller queues its calls' won claims together (queueFresh)
-// before it releases the admission gate, with one lock of the queue
-// instead of one per claim.
+// claimUnqueued claims k for replica self at ingestMs unless k already has
+// a claim set (made here or received from a peer); a won claim is to be
+// written in batch (store.Ticket.Seq; 0 with async durability, where nothing
+// waits for it). When k was claimed already, synced is closed once that
+// claim is durable (nil if it is). Callers hold the admission gate, so
+// batch is the one the claim will be written in, and queue the claims they
+// won (queueFresh) before they release it: a call's claims go to the queue
+// together, with one lock of it instead of one per claim.
 func (t *claimTable) claimUnqueued(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64, batch uint64) (won bool, synced <-chan struct{}) {
 	id, s := t.id(k)
 	s.mu.Lock()

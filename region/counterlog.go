@@ -2,7 +2,6 @@ package region
 
 import (
 	"math"
-	"slices"
 	"time"
 
 	"github.com/tallyhq/tally/crdt"
@@ -203,7 +202,7 @@ func (l *counterLog) takeDeletes(size int) [][]byte {
 		return nil
 	}
 	n := min(len(l.deletes), max(minDeletes, size))
-	d := slices.Clone(l.deletes[:n])
+	d := l.deletes[:n:n] // capped: appends to either side leave the other be
 	l.deletes = l.deletes[n:]
 	if len(l.deletes) == 0 {
 		l.deletes = nil

@@ -164,3 +164,12 @@ func (t *counterTable) merged(e *counterEntry, st crdt.PNCounter) bool {
 	changed, _ := t.merge(e, st)
 	return changed
 }
+
+// claimLocal is claimUnqueued with a won claim queued at once, as an ingest
+// call queues its claims (queueFresh).
+func (t *claimTable) claimLocal(k store.ClaimKey, self crdt.ReplicaID, ingestMs int64, batch uint64) (won bool, synced <-chan struct{}) {
+	if won, synced = t.claimUnqueued(k, self, ingestMs, batch); won {
+		t.queueFresh([]freshClaim{{key: k, ingestMs: ingestMs}})
+	}
+	return won, synced
+}

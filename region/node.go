@@ -491,7 +491,7 @@ func (p *Pending) Results() []Result {
 func (n *Node) StepCommit() bool { return n.committer.Step() }
 
 // settle releases the like transitions made by b (idempotent). Claims won
-// by b need no release: they settle with their batch (claimTable.claimLocal).
+// by b need no release: they settle with their batch (claimTable.claimUnqueued).
 func (n *Node) settle(b *ingestBatch) {
 	for _, k := range b.claimed {
 		n.likes.settle(k)

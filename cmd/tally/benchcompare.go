@@ -684,7 +684,7 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 	route, method := cmpRoute(rc.run)
 	var hist0, commits0 map[float64]float64
 	if sys.metrics != "" {
-		hist0, commits0 = scrapeHistogram(sys.metrics, route, method), scrapeCommitHistogram(sys.metrics)
+		hist0, commits0 = scrapeRun(sys.metrics, route, method)
 	}
 	srv0, gen0 := procCPU(sys.pid), procCPU(os.Getpid())
 	start := time.Now()
@@ -739,8 +739,9 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 	res := cmpResult{Mix: rc.mix.Name, Run: rc.run, System: sys.name, Conns: rc.conns, PacedAt: rc.pace, Elapsed: elapsed, Checked: sys.dedups,
 		ServerCPU: procCPU(sys.pid) - srv0, GenCPU: procCPU(os.Getpid()) - gen0}
 	if sys.metrics != "" {
-		res.ServerP99 = histogramQuantile(hist0, scrapeHistogram(sys.metrics, route, method), 0.99)
-		res.SlowestCommit = histogramQuantile(commits0, scrapeCommitHistogram(sys.metrics), 1)
+		hist1, commits1 := scrapeRun(sys.metrics, route, method)
+		res.ServerP99 = histogramQuantile(hist0, hist1, 0.99)
+		res.SlowestCommit = histogramQuantile(commits0, commits1, 1)
 	}
 	var lat, late, latSent []time.Duration
 	for _, w := range workers {
@@ -758,18 +759,20 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 		late = append(late, w.late...)
 		latSent = append(latSent, w.latSent...)
 	}
+	for _, d := range [][]time.Duration{lat, late, latSent} {
+		slices.Sort(d)
+	}
 	res.P50, res.P99, res.P999 = quantile(lat, 0.50), quantile(lat, 0.99), quantile(lat, 0.999)
 	res.LateP99, res.SentP99 = quantile(late, 0.99), quantile(latSent, 0.99)
 	return res
 }
 
-// quantile sorts d and returns its p quantile (0 if empty).
-func quantile(d []time.Duration, p float64) time.Duration {
-	if len(d) == 0 {
+// quantile is the p quantile of sorted (nearest rank; 0 if empty).
+func quantile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
 		return 0
 	}
-	slices.Sort(d)
-	return d[min(len(d)-1, int(p*float64(len(d))))]
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
 // procCPU is the user+system CPU time of process pid so far (0 if unknown).
@@ -1060,22 +1063,28 @@ func scrapeValues(url string, names ...string) map[string]float64 {
 	return out
 }
 
+// requestHistogram is tally's request latency histogram, by route and method.
+const requestHistogram = "tally_http_request_duration_seconds"
+
 // scrapeHistogram reads the cumulative buckets (upper bound → count) of
-// tally_http_request_duration_seconds for route and method.
+// requestHistogram for route and method.
 func scrapeHistogram(url, route, method string) map[float64]float64 {
-	return scrapeBuckets(url, "tally_http_request_duration_seconds", map[string]string{"route": route, "method": method})
+	return parseBuckets(fetchMetrics(url), requestHistogram, map[string]string{"route": route, "method": method})
 }
 
-// scrapeCommitHistogram is scrapeHistogram for the fsync time of tally's
-// group commits (tally_group_commit_fsync_seconds).
-func scrapeCommitHistogram(url string) map[float64]float64 {
-	return scrapeBuckets(url, "tally_group_commit_fsync_seconds", nil)
-}
-
-// scrapeBuckets reads the cumulative buckets of histogram metric, summed
-// over its series whose labels include want, from url.
-func scrapeBuckets(url, metric string, want map[string]string) map[float64]float64 {
+// scrapeRun reads, from one scrape of url, what a run reports of tally's
+// own histograms: requestHistogram for route and method (scrapeHistogram),
+// and the fsync time of its group commits.
+func scrapeRun(url, route, method string) (requests, commits map[float64]float64) {
 	body := fetchMetrics(url)
+	return parseBuckets(body, requestHistogram, map[string]string{"route": route, "method": method}),
+		parseBuckets(body, "tally_group_commit_fsync_seconds", nil)
+}
+
+// parseBuckets reads the cumulative buckets of histogram metric, summed
+// over its series whose labels include want, from a /metrics body (nil for
+// an empty body).
+func parseBuckets(body, metric string, want map[string]string) map[float64]float64 {
 	if body == "" {
 		return nil
 	}

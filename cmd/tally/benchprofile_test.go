@@ -115,10 +115,9 @@ func (o *batchObserver) summary() string {
 	}
 	n := time.Duration(o.batches)
 	syncs := slices.Sorted(slices.Values(o.syncs))
-	at := func(q float64) time.Duration { return syncs[int(q*float64(len(syncs)-1))] }
 	return fmt.Sprintf("%d group commits: %.1f requests and %.1f mutations each, write %s, fsync %s (p50 %s, p90 %s, p99 %s, max %s) on average",
 		o.batches, float64(o.tickets)/float64(o.batches), float64(o.muts)/float64(o.batches), o.write/n, o.sync/n,
-		at(0.5), at(0.9), at(0.99), o.maxSync)
+		quantile(syncs, 0.5), quantile(syncs, 0.9), quantile(syncs, 0.99), o.maxSync)
 }
 
 // benchHTTP runs b.N operations over conns connections and returns the

@@ -244,8 +244,7 @@ func scaleReads(ctx context.Context, addr string, keys []int, conns int) (scaleR
 	default:
 	}
 	slices.Sort(lats)
-	q := func(p float64) time.Duration { return lats[min(len(lats)-1, int(p*float64(len(lats))))] }
-	return scaleReadResult{rate: float64(len(keys)) / el.Seconds(), p50: q(0.5), p99: q(0.99), p999: q(0.999)}, nil
+	return scaleReadResult{rate: float64(len(keys)) / el.Seconds(), p50: quantile(lats, 0.5), p99: quantile(lats, 0.99), p999: quantile(lats, 0.999)}, nil
 }
 
 // procRSS is the resident memory of pid in bytes (0 if unknown).

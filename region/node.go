@@ -613,17 +613,28 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			wonPool.Put(buf)
 		}()
 	}
+	// A large call decides its views' rate limits and claims a table
+	// shard at a time first (decideMany); a small one, view by view.
+	var decided []viewDecision
+	if !shared {
+		sc := decideScratchPool.Get().(*decideScratch)
+		defer sc.release()
+		decided = n.decideMany(sc, views, b.entries, now, window, batch)
+	}
 	for i, v := range views {
 		e := b.entries[i]
 		if e == nil {
 			continue
 		}
-		fate := store.FateCounted
+		var d viewDecision
+		if decided != nil {
+			d = decided[i]
+		} else {
+			d = n.decide(v, now, window, batch)
+		}
+		fate := d.fate
 		switch {
-		case n.cfg.Deny.denies(v.User, v.IP):
-			fate = store.FateDenied
-		case !n.users.allow(v.User, now) || (n.ips != nil && v.IP != "" && !n.ips.allow(v.IP, now)):
-			fate = store.FateRateLimited
+		case fate != store.FateCounted:
 		case v.eventOf() == EventLike:
 			k, made, synced := n.likes.transition(v.Video, v.User, !v.Unlike, n.id.Replica, nowMs)
 			if made {
@@ -635,20 +646,16 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 					b.waits = append(b.waits, synced)
 				}
 			}
+		case d.claim.won:
+			won = append(won, freshClaim{key: claimKey(v, window), ingestMs: nowMs})
+			n.count(e, b.buckets[i], false, nowMs)
+			if v.eventOf() == EventView {
+				n.uniques.insert(v.Video, v.User)
+			}
 		default:
-			ck := store.ClaimKey{Video: v.Video, Event: claimEvent(v.eventOf()), User: v.User, Window: window}
-			ok, synced := n.claims.claimUnqueued(ck, n.id.Replica, nowMs, batch)
-			if ok {
-				won = append(won, freshClaim{key: ck, ingestMs: nowMs})
-				n.count(e, b.buckets[i], false, nowMs)
-				if ck.Event == "" {
-					n.uniques.insert(v.Video, v.User)
-				}
-			} else {
-				fate = store.FateDuplicate
-				if synced != nil {
-					b.waits = append(b.waits, synced)
-				}
+			fate = store.FateDuplicate
+			if d.claim.synced != nil {
+				b.waits = append(b.waits, d.claim.synced)
 			}
 		}
 		results[i].Fate, results[i].Counted = fate, fate == store.FateCounted
@@ -687,6 +694,116 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 		n.settle(&b)
 	}
 	return b, nil
+}
+
+// viewDecision is what a view's rate limits and claim decided (decide):
+// its fate, FateCounted unless it was denied or rate limited, and the
+// outcome of its claim, for a view that is not a like and was claimed.
+type viewDecision struct {
+	fate  store.Fate
+	claim claimOutcome
+}
+
+// claimKey is the key of v's claim in dedup window window.
+func claimKey(v View, window uint64) store.ClaimKey {
+	return store.ClaimKey{Video: v.Video, Event: claimEvent(v.eventOf()), User: v.User, Window: window}
+}
+
+// decide checks v against the deny list and rate limits at now and, if it
+// passes and is not a like, claims it in window for batch (claimUnqueued).
+// Callers hold the admission gate and queue the claim if it was won.
+func (n *Node) decide(v View, now time.Time, window, batch uint64) viewDecision {
+	switch {
+	case n.cfg.Deny.denies(v.User, v.IP):
+		return viewDecision{fate: store.FateDenied}
+	case !n.users.allow(v.User, now) || (n.ips != nil && v.IP != "" && !n.ips.allow(v.IP, now)):
+		return viewDecision{fate: store.FateRateLimited}
+	case v.eventOf() == EventLike:
+		return viewDecision{fate: store.FateCounted}
+	}
+	won, synced := n.claims.claimUnqueued(claimKey(v, window), n.id.Replica, now.UnixMilli(), batch)
+	return viewDecision{fate: store.FateCounted, claim: claimOutcome{won: won, synced: synced}}
+}
+
+// decideScratch is decideMany's working memory, pooled.
+type decideScratch struct {
+	out      []viewDecision
+	sel      []int // views asked about in the current step
+	keys     []string
+	allowed  []bool
+	claims   []store.ClaimKey
+	outcomes []claimOutcome
+}
+
+var decideScratchPool = sync.Pool{New: func() any { return new(decideScratch) }}
+
+// release drops the strings and channels sc holds and pools it again.
+func (sc *decideScratch) release() {
+	clear(sc.out)
+	clear(sc.keys)
+	clear(sc.claims)
+	clear(sc.outcomes)
+	decideScratchPool.Put(sc)
+}
+
+// decideMany is decide for every view i of a large call with an entry
+// (entries[i] not nil), in turn, with the same outcomes, but a step at a
+// time: the deny list, then the user limiter, the address limiter and the
+// claims, each for all the views the step before passed at once
+// (keyedLimiter.allowMany, claimTable.claimMany). A view's outcome depends
+// on the views before it of the same user, address or claim key, whose
+// order every step keeps. The decisions are in sc until sc.release.
+func (n *Node) decideMany(sc *decideScratch, views []View, entries []*counterEntry, now time.Time, window, batch uint64) []viewDecision {
+	sc.out = append(sc.out[:0], make([]viewDecision, len(views))...)
+	out := sc.out
+	for i, v := range views {
+		out[i].fate = store.FateCounted
+		if entries[i] != nil && n.cfg.Deny.denies(v.User, v.IP) {
+			out[i].fate = store.FateDenied
+		}
+	}
+	// pick puts in sc.sel the views with an entry still to be counted
+	// that the next step asks about.
+	pick := func(asked func(View) bool) {
+		sc.sel = sc.sel[:0]
+		for i, v := range views {
+			if entries[i] != nil && out[i].fate == store.FateCounted && asked(v) {
+				sc.sel = append(sc.sel, i)
+			}
+		}
+	}
+	// limit asks l about keyOf(view) for each view in sc.sel and marks
+	// those it refuses as rate limited.
+	limit := func(l *keyedLimiter, keyOf func(View) string) {
+		sc.keys = sc.keys[:0]
+		for _, i := range sc.sel {
+			sc.keys = append(sc.keys, keyOf(views[i]))
+		}
+		sc.allowed = append(sc.allowed[:0], make([]bool, len(sc.keys))...)
+		l.allowMany(sc.keys, now, sc.allowed)
+		for j, i := range sc.sel {
+			if !sc.allowed[j] {
+				out[i].fate = store.FateRateLimited
+			}
+		}
+	}
+	pick(func(View) bool { return true })
+	limit(n.users, func(v View) string { return v.User })
+	if n.ips != nil {
+		pick(func(v View) bool { return v.IP != "" })
+		limit(n.ips, func(v View) string { return v.IP })
+	}
+	pick(func(v View) bool { return v.eventOf() != EventLike })
+	sc.claims = sc.claims[:0]
+	for _, i := range sc.sel {
+		sc.claims = append(sc.claims, claimKey(views[i], window))
+	}
+	sc.outcomes = append(sc.outcomes[:0], make([]claimOutcome, len(sc.claims))...)
+	n.claims.claimMany(sc.claims, n.id.Replica, now.UnixMilli(), batch, sc.outcomes)
+	for j, i := range sc.sel {
+		out[i].claim = sc.outcomes[j]
+	}
+	return out
 }
 
 // reresolve resolves again the entries of b that have been evicted, and

@@ -48,6 +48,7 @@ type limiterShard struct {
 	cur, old map[uint64]*rate.Limiter
 	first    []firstSeen // 2 * firstSets records, made on first use
 	firstN   int         // records in use
+	touched  uint64      // a sum of the words allowMany read, for nothing else
 }
 
 // firstSeen records a key seen once: its hash (0: free) and the time of its
@@ -70,15 +71,77 @@ func newKeyedLimiter(perSecond float64, burst, maxKeys int) *keyedLimiter {
 	return l
 }
 
+// hash is key's hash, never 0 (which marks a free record).
+func (l *keyedLimiter) hash(key string) uint64 {
+	if h := maphash.String(l.seed, key); h != 0 {
+		return h
+	}
+	return 1
+}
+
 // allow takes one token from key's bucket at time now.
 func (l *keyedLimiter) allow(key string, now time.Time) bool {
-	h := maphash.String(l.seed, key)
-	if h == 0 {
-		h = 1 // 0 marks a free record
-	}
+	h := l.hash(key)
 	s := &l.shards[h%limiterShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.allowLocked(l, h, now)
+}
+
+// limiterScratch is allowMany's working memory, pooled.
+type limiterScratch struct {
+	hashes []uint64
+	order  []int32
+	ends   [limiterShards]int32
+}
+
+var limiterScratchPool = sync.Pool{New: func() any { return new(limiterScratch) }}
+
+// allowMany is allow for each of keys in turn, at the same time now, with
+// the answer for keys[i] in allowed[i], for a large ingest call: it takes
+// each shard's lock once, and reads the first-seen records of a shard's
+// keys before it decides them (shardOrder). A key's events are decided in
+// their order in keys.
+func (l *keyedLimiter) allowMany(keys []string, now time.Time, allowed []bool) {
+	sc := limiterScratchPool.Get().(*limiterScratch)
+	defer limiterScratchPool.Put(sc)
+	sc.hashes = sc.hashes[:0]
+	for _, k := range keys {
+		sc.hashes = append(sc.hashes, l.hash(k))
+	}
+	hs := sc.hashes
+	sc.order = shardOrder(sc.order, sc.ends[:], len(hs), func(i int) int { return int(hs[i] % limiterShards) })
+	start := int32(0)
+	for si, end := range sc.ends {
+		if end == start {
+			continue
+		}
+		run := sc.order[start:end]
+		start = end
+		s := &l.shards[si]
+		s.mu.Lock()
+		if s.first != nil {
+			var sum uint64
+			for _, i := range run {
+				sum += s.first[l.firstSet(hs[i])].h
+			}
+			s.touched = sum
+		}
+		for _, i := range run {
+			allowed[i] = s.allowLocked(l, hs[i], now)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// firstSet is where the first-seen records of the set of hash h start in
+// its shard's first.
+func (l *keyedLimiter) firstSet(h uint64) int {
+	return 2 * int((h/limiterShards)&uint64(l.firstSets-1))
+}
+
+// allowLocked is allow for the key of hash h, of shard s. Callers hold s.mu.
+func (s *limiterShard) allowLocked(l *keyedLimiter, h uint64, now time.Time) bool {
 	if lim, ok := s.cur[h]; ok {
 		return lim.AllowN(now, 1)
 	}
@@ -90,7 +153,7 @@ func (l *keyedLimiter) allow(key string, now time.Time) bool {
 	if s.first == nil {
 		s.first = make([]firstSeen, 2*l.firstSets)
 	}
-	set := s.first[2*int((h/limiterShards)&uint64(l.firstSets-1)):][:2]
+	set := s.first[l.firstSet(h):][:2]
 	for i := range set {
 		if set[i].h == h { // the key's second event: it needs its bucket now
 			lim := rate.NewLimiter(l.limit, l.burst)

@@ -1,0 +1,31 @@
+package region
+
+// shardOrder appends to dst the indexes 0..n-1 ordered by shard(i), a
+// number below shards, keeping the order of indexes of one shard (a
+// counting sort), and returns it with the end of each shard's run in ends
+// (len(ends) == shards; ends[s-1] is where shard s's run starts).
+//
+// A large ingest call takes each shard's lock once for all of its keys
+// (claimTable.claimMany, keyedLimiter.allowMany) instead of once per key,
+// and while holding it, first reads the table entry of every key of the
+// shard, then decides them: the reads of the first loop do not depend on
+// each other, so the processor has many of them in flight at once, where
+// one key at a time waited on each trip to memory in turn (issue 9).
+func shardOrder(dst []int32, ends []int32, n int, shard func(i int) int) []int32 {
+	clear(ends)
+	for i := 0; i < n; i++ {
+		ends[shard(i)]++
+	}
+	var sum int32
+	for s, c := range ends {
+		ends[s] = sum // the start, for now
+		sum += c
+	}
+	dst = append(dst[:0], make([]int32, n)...)
+	for i := 0; i < n; i++ {
+		s := shard(i)
+		dst[ends[s]] = int32(i)
+		ends[s]++
+	}
+	return dst
+}

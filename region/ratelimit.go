@@ -120,18 +120,33 @@ func (l *keyedLimiter) allowMany(keys []string, now time.Time, allowed []bool) {
 		start = end
 		s := &l.shards[si]
 		s.mu.Lock()
-		if s.first != nil {
-			var sum uint64
-			for _, i := range run {
-				sum += s.first[l.firstSet(hs[i])].h
-			}
-			s.touched = sum
-		}
+		s.touch(l, hs, run)
 		for _, i := range run {
 			allowed[i] = s.allowLocked(l, hs[i], now)
 		}
 		s.mu.Unlock()
 	}
+}
+
+// touch looks up each key of hs[run] where allowLocked will, in the two
+// generations of buckets and the first-seen records, so that the memory
+// reads of allowLocked that follow have been made, together, already
+// (shardOrder). Callers hold s.mu.
+func (s *limiterShard) touch(l *keyedLimiter, hs []uint64, run []int32) {
+	var sum uint64
+	for _, i := range run {
+		h := hs[i]
+		if _, ok := s.cur[h]; ok {
+			sum++
+		}
+		if _, ok := s.old[h]; ok {
+			sum++
+		}
+		if s.first != nil {
+			sum += s.first[l.firstSet(h)].h
+		}
+	}
+	s.touched = sum // keeps the reads from being left out
 }
 
 // firstSet is where the first-seen records of the set of hash h start in

@@ -70,6 +70,7 @@ func (s *claimSet) ref(id [2]uint64) (slot *claimSlot, found bool) {
 func (s *claimSet) grow() {
 	old := s.entries
 	s.entries = make([]claimEntry, max(claimSetMinLen, 2*len(old)))
+	prefault(s.entries)
 	mask := len(s.entries) - 1
 	for _, e := range old {
 		if e.id == [2]uint64{} {

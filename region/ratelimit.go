@@ -167,6 +167,7 @@ func (s *limiterShard) allowLocked(l *keyedLimiter, h uint64, now time.Time) boo
 	}
 	if s.first == nil {
 		s.first = make([]firstSeen, 2*l.firstSets)
+		prefault(s.first)
 	}
 	set := s.first[l.firstSet(h):][:2]
 	for i := range set {

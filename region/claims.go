@@ -1,10 +1,13 @@
 package region
 
 import (
+	"fmt"
 	"hash/maphash"
+	"math"
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
@@ -38,6 +41,13 @@ type claimTable struct {
 	// done is the committer's Done (store.Committer.Done): the channel of a
 	// batch not final yet, nil once it is. Set before the first claim.
 	done func(seq uint64) <-chan struct{}
+
+	// inEvents is set when the raw event log outlives every claim (Open,
+	// claimsInEvents): a claim this node won is then not written at all,
+	// because the event it counted, logged in the same batch, is its
+	// record (Node.forEachStoredClaim reads it back). Otherwise won claims
+	// go into claim blocks.
+	inEvents bool
 
 	// fresh holds the claims this node won since the last batch was cut,
 	// each once (a key is won once); queue holds the other claim sets changed
@@ -363,9 +373,10 @@ func (t *claimTable) enqueue(k store.ClaimKey) { t.queue.push(k) }
 // and the current state of every other queued claim set that has not expired
 // at nowMs, and returns the written keys (for replication, once durable). A
 // set holding only self's fresh claim, as every view counted here leaves it,
-// goes into a claim block of its window (store.ClaimBlock, keys unique by
-// seq), with no lookup for a claim won here; any other set is written on its
-// own.
+// is not written when its counted event is its record (inEvents), and
+// otherwise goes into a claim block of its window (store.ClaimBlock, keys
+// unique by seq), with no lookup for a claim won here; any other set is
+// written on its own.
 func (t *claimTable) prepare(dst []store.Mutation, nowMs int64, self crdt.ReplicaID, seq func() uint64) ([]store.Mutation, []store.ClaimKey, error) {
 	fresh := t.fresh.take()
 	queue := t.queue.takeDistinct()
@@ -385,7 +396,11 @@ func (t *claimTable) prepare(dst []store.Mutation, nowMs int64, self crdt.Replic
 		written = append(written, k)
 	}
 	for _, f := range fresh {
-		if t.expiryMs(f.key.Window) > nowMs {
+		switch {
+		case t.expiryMs(f.key.Window) <= nowMs:
+		case t.inEvents:
+			written = append(written, f.key) // its counted event is its record
+		default:
 			block(f.key, f.ingestMs)
 		}
 	}
@@ -452,4 +467,43 @@ func (t *claimTable) len() int {
 		s.mu.Unlock()
 	}
 	return n
+}
+
+// claimsInEvents reports whether cfg's raw event log keeps every counted
+// event at least as long as its claim lives (the dedup window and the lag
+// budget, and a second more: Badger's expiry times are whole seconds), so
+// that the event can be the claim's only record (claimTable.inEvents).
+func claimsInEvents(cfg Config) bool {
+	return cfg.EventRetention >= cfg.DedupWindow+cfg.LagBudget+time.Second
+}
+
+// forEachStoredClaim calls fn with every claim set the store holds
+// (store.ForEachClaim, whose largest claim-block sequence it returns) and
+// then with the claim of every counted event in the raw event log, a view
+// or an event type other than likes, whose window has not expired at
+// nowMs, as a set of that claim alone: the record of a claim won while
+// claimTable.inEvents was set. A claim of an older run in a claim block,
+// and its event too, comes twice; fn merges.
+//
+// Every view counted here was counted because it won its claim, with the
+// ingest time and replica its event logs, in the window its ingest time is
+// in; the event is written in the batch that holds its claim and count.
+func (n *Node) forEachStoredClaim(nowMs int64, fn func(store.ClaimKey, crdt.Claims) error) (maxBlockSeq uint64, err error) {
+	if maxBlockSeq, err = n.store.ForEachClaim(fn); err != nil {
+		return 0, err
+	}
+	// The first window whose claims have not expired: expiryMs(first) >
+	// nowMs ≥ expiryMs(first-1).
+	first := max(0, nowMs-n.claims.lagMs) / n.windowMs
+	err = n.store.ForEachEvent(first*n.windowMs, math.MaxInt64, func(ev store.Event) error {
+		if ev.Fate != store.FateCounted || ev.Event == EventLike || ev.Event == "unlike" {
+			return nil
+		}
+		k := store.ClaimKey{Video: ev.Video, Event: claimEvent(ev.Event), User: ev.User, Window: uint64(ev.IngestMs / n.windowMs)}
+		return fn(k, crdt.NewClaims(ev.Replica, ev.IngestMs))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read the claims of counted events: %w", err)
+	}
+	return maxBlockSeq, nil
 }

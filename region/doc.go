@@ -15,9 +15,12 @@
 // holding them is fsynced; the counter state itself is written coalesced, once
 // per batch, however many views a hot key took. The raw events of one call
 // are one event block (those of single views share a block per batch and
-// millisecond: sharedEvents), and the claims won alone in one batch one
-// claim block per window (store.EventBlock, store.ClaimBlock): a batch costs
-// a few Badger entries per video, not several per view.
+// millisecond: sharedEvents; store.EventBlock): a batch costs a few Badger
+// entries per video, not several per view. A claim won here is not written
+// apart: its counted event is its record, read back into the claim table at
+// start (forEachStoredClaim), unless the event log is set to keep events for
+// less than a claim lives; then the claims won alone in one batch go into a
+// claim block per window (store.ClaimBlock).
 //
 // # Reads
 //

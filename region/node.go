@@ -166,6 +166,7 @@ func Open(cfg Config) (*Node, error) {
 	n.own = append([]crdt.ReplicaID{n.id.Replica}, retired...)
 	n.counters.self = n.id.Replica
 	n.claims = newClaimTable(n.windowMs, cfg.LagBudget.Milliseconds())
+	n.claims.inEvents = claimsInEvents(cfg)
 	nowMs := n.now().UnixMilli()
 	// Counter states the last run logged but did not checkpoint go into
 	// their entries before anything reads one.
@@ -178,7 +179,7 @@ func Open(cfg Config) (*Node, error) {
 		n.log.Info("counter log replayed", "states", merged)
 	}
 	var owing []store.ClaimKey
-	maxBlockSeq, err := st.ForEachClaim(func(k store.ClaimKey, c crdt.Claims) error {
+	maxBlockSeq, err := n.forEachStoredClaim(nowMs, func(k store.ClaimKey, c crdt.Claims) error {
 		if k.Event == EventLike {
 			n.likes.load(k, c)
 			if owesAny(c, n.own) {

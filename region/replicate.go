@@ -603,7 +603,7 @@ func (n *Node) Replicating() bool { return n.repl.Load() != nil }
 func (n *Node) storedClaimKeys() ([]store.ClaimKey, error) {
 	nowMs := n.now().UnixMilli()
 	var out []store.ClaimKey
-	_, err := n.store.ForEachClaim(func(k store.ClaimKey, _ crdt.Claims) error {
+	_, err := n.forEachStoredClaim(nowMs, func(k store.ClaimKey, _ crdt.Claims) error {
 		if k.Event != EventLike && n.claims.expiryMs(k.Window) > nowMs {
 			out = append(out, k)
 		}

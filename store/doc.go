@@ -15,7 +15,10 @@
 //	'b' window(u64 BE) replica(u64 BE) seq(u64 BE)
 //	                                           claim block: claims one replica won, each alone
 //	                                           in its set, in one window during one group
-//	                                           commit (ClaimBlock); TTL = as their claim sets
+//	                                           commit (ClaimBlock); TTL = as their claim sets.
+//	                                           Written only when the event log does not outlive
+//	                                           claims: otherwise a counted event ('e') is the
+//	                                           record of the claim it won
 //	'l' seq(u64 BE)                             counter log: the counter states of one group
 //	                                           commit, many per record (CounterLog), each a
 //	                                           newer state of its 'c' entry until checkpointed
@@ -36,7 +39,7 @@
 //	                and may have acknowledged writes it never persisted
 //	"m" "retired"   the replica IDs given up after unclean shutdowns, oldest
 //	                first (u64 BE each); their claims are still here
-//	"m" "format"    schema version (u64 BE, now 4); a newer one is refused
+//	"m" "format"    schema version (u64 BE, now 5); a newer one is refused
 //	"m" "claimhigh" written by format 1 only; ignored (claims of live windows
 //	                are all loaded at start now)
 //

@@ -21,8 +21,12 @@ import (
 // reader would not decode or see (and the "m" "retired" key); a version-2
 // directory needs nothing to become one. Version 4 adds the counter log under
 // 'l' keys, whose states a version-3 reader would not see; a version-3
-// directory needs nothing to become one.
-const formatVersion = 4
+// directory needs nothing to become one. Version 5 writes no claim block for
+// a claim its node won alone while the event log outlives claims: the
+// counted event is its record (region's claimTable.inEvents), which a
+// version-4 reader would not load, and so would count a repeat again; a
+// version-4 directory needs nothing to become one.
+const formatVersion = 5
 
 // Options configures a Store.
 type Options struct {

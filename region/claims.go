@@ -3,8 +3,8 @@ package region
 import (
 	"fmt"
 	"hash/maphash"
-	"math"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"

@@ -539,6 +539,17 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 	if len(views) > 1 {
 		resolved = make(map[crdt.Key]int)
 	}
+	// A large call decides its views' rate limits and claims a table shard
+	// at a time first (decideMany), and adds the views it counts of one
+	// key to its counter and buckets at once at the end; a small one goes
+	// view by view.
+	var sc *decideScratch
+	if len(views) > sharedEventsMax {
+		sc = decideScratchPool.Get().(*decideScratch)
+		defer sc.release()
+		sc.firstOf = append(sc.firstOf[:0], make([]int, len(views))...)
+		sc.adds = append(sc.adds[:0], make([]uint64, len(views))...)
+	}
 	for i, v := range views {
 		if err := n.validate(v, nowMs); err != nil {
 			results[i].Err = err
@@ -547,6 +558,9 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 		key := crdt.Key{Video: v.Video, Event: v.eventOf()}
 		if j, ok := resolved[key]; ok {
 			b.entries[i], b.buckets[i] = b.entries[j], b.buckets[j]
+			if sc != nil {
+				sc.firstOf[i] = j
+			}
 			continue
 		}
 		e, err := n.entry(key)
@@ -561,6 +575,9 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 		b.entries[i] = e
 		if resolved != nil {
 			resolved[key] = i
+		}
+		if sc != nil {
+			sc.firstOf[i] = i
 		}
 	}
 	n.expireClaims(now)
@@ -614,12 +631,8 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			wonPool.Put(buf)
 		}()
 	}
-	// A large call decides its views' rate limits and claims a table
-	// shard at a time first (decideMany); a small one, view by view.
 	var decided []viewDecision
-	if !shared {
-		sc := decideScratchPool.Get().(*decideScratch)
-		defer sc.release()
+	if sc != nil {
 		decided = n.decideMany(sc, views, b.entries, now, window, batch)
 	}
 	for i, v := range views {
@@ -649,7 +662,15 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			}
 		case d.claim.won:
 			won = append(won, freshClaim{key: claimKey(v, window), ingestMs: nowMs})
-			n.count(e, b.buckets[i], false, nowMs)
+			if sc != nil {
+				f := sc.firstOf[i]
+				if b.entries[f] != e || b.buckets[f] != b.buckets[i] {
+					f = i // resolved again apart (reresolve)
+				}
+				sc.adds[f]++
+			} else {
+				n.count(e, b.buckets[i], false, nowMs)
+			}
 			if v.eventOf() == EventView {
 				n.uniques.insert(v.Video, v.User)
 			}
@@ -667,6 +688,13 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 			events.Add(v.Video, v.loggedEvent(), v.User, v.ClientMs, fate)
 		}
 		fates[fate]++
+	}
+	if sc != nil {
+		for i, k := range sc.adds {
+			if k > 0 {
+				n.countMany(b.entries[i], b.buckets[i], k, nowMs)
+			}
+		}
 	}
 	n.claims.queueFresh(won)
 	if n.cfg.Observer != nil {
@@ -726,8 +754,11 @@ func (n *Node) decide(v View, now time.Time, window, batch uint64) viewDecision 
 	return viewDecision{fate: store.FateCounted, claim: claimOutcome{won: won, synced: synced}}
 }
 
-// decideScratch is decideMany's working memory, pooled.
+// decideScratch is the working memory of a large ingest call (applyViews,
+// decideMany), pooled.
 type decideScratch struct {
+	firstOf  []int    // per view, the index of the first view of its key
+	adds     []uint64 // per first view of a key, the views of the key counted
 	out      []viewDecision
 	sel      []int // views asked about in the current step
 	keys     []string
@@ -846,6 +877,17 @@ func (n *Node) reresolve(views []View, results []Result, b *ingestBatch, nowMs i
 func (n *Node) nextSeq() uint64 { return n.eventSeq.Add(1) }
 
 func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// countMany applies k counted events to e and its buckets (up counts
+// only), as k calls of count would. Callers hold the admission gate.
+func (n *Node) countMany(e *counterEntry, buckets [3]*counterEntry, k uint64, nowMs int64) {
+	n.counters.increment(e, n.id.Replica, k, nowMs)
+	for _, c := range buckets {
+		if c != nil {
+			n.counters.increment(c, n.id.Replica, k, nowMs)
+		}
+	}
+}
 
 // count applies one counted event (or, with down, an unlike) to its counter
 // and its buckets. Callers hold the admission gate.

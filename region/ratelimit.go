@@ -39,14 +39,24 @@ type keyedLimiter struct {
 	// most the RateLimitKeys the limiter was made with, once that is at
 	// least 4 per shard.
 	perGen, firstSets int
-	seed              maphash.Seed
+	// filterBits is the length of a generation's filter (limiterShard.has),
+	// a power of two: 8 bits per bucket at most, so that a key with no
+	// bucket (most are seen once) is found out without a map lookup in 7 of 8.
+	filterBits int
+	seed       maphash.Seed
 	shards            [limiterShards]limiterShard
 }
 
 type limiterShard struct {
 	mu       sync.Mutex // protects the fields below
 	cur, old map[uint64]*rate.Limiter
-	first    []firstSeen // 2 * firstSets records, made on first use
+	// curHas and oldHas are a filter of the keys of each generation's
+	// buckets: a bit per place, set for every key put in the generation
+	// (and left set when it moves on). A clear bit means the map has no
+	// bucket for the key: the maps are megabytes, read at random, and
+	// the filters of a shard are 8 KB. Made with the first bucket.
+	curHas, oldHas []uint64
+	first          []firstSeen // 2 * firstSets records, made on first use
 	firstN   int         // records in use
 	touched  uint64      // a sum of the words allowMany read, for nothing else
 }
@@ -65,6 +75,10 @@ func newKeyedLimiter(perSecond float64, burst, maxKeys int) *keyedLimiter {
 		sets *= 2
 	}
 	l := &keyedLimiter{limit: rate.Limit(perSecond), burst: burst, perGen: max(1, perShard/4), firstSets: sets, seed: maphash.MakeSeed()}
+	l.filterBits = 64
+	for l.filterBits < 8*l.perGen {
+		l.filterBits *= 2
+	}
 	for i := range l.shards {
 		l.shards[i].cur = make(map[uint64]*rate.Limiter)
 	}
@@ -136,11 +150,15 @@ func (s *limiterShard) touch(l *keyedLimiter, hs []uint64, run []int32) {
 	var sum uint64
 	for _, i := range run {
 		h := hs[i]
-		if _, ok := s.cur[h]; ok {
-			sum++
+		if l.has(s.curHas, h) {
+			if _, ok := s.cur[h]; ok {
+				sum++
+			}
 		}
-		if _, ok := s.old[h]; ok {
-			sum++
+		if l.has(s.oldHas, h) {
+			if _, ok := s.old[h]; ok {
+				sum++
+			}
 		}
 		if s.first != nil {
 			sum += s.first[l.firstSet(h)].h
@@ -157,13 +175,17 @@ func (l *keyedLimiter) firstSet(h uint64) int {
 
 // allowLocked is allow for the key of hash h, of shard s. Callers hold s.mu.
 func (s *limiterShard) allowLocked(l *keyedLimiter, h uint64, now time.Time) bool {
-	if lim, ok := s.cur[h]; ok {
-		return lim.AllowN(now, 1)
+	if l.has(s.curHas, h) {
+		if lim, ok := s.cur[h]; ok {
+			return lim.AllowN(now, 1)
+		}
 	}
-	if lim, ok := s.old[h]; ok {
-		delete(s.old, h)
-		s.put(l, h, lim)
-		return lim.AllowN(now, 1)
+	if l.has(s.oldHas, h) {
+		if lim, ok := s.old[h]; ok {
+			delete(s.old, h)
+			s.put(l, h, lim)
+			return lim.AllowN(now, 1)
+		}
 	}
 	if s.first == nil {
 		s.first = make([]firstSeen, 2*l.firstSets)
@@ -211,8 +233,28 @@ func (s *limiterShard) allowLocked(l *keyedLimiter, h uint64, now time.Time) boo
 func (s *limiterShard) put(l *keyedLimiter, h uint64, lim *rate.Limiter) {
 	if len(s.cur) >= l.perGen {
 		s.old, s.cur = s.cur, make(map[uint64]*rate.Limiter, l.perGen)
+		s.oldHas, s.curHas = s.curHas, s.oldHas
+		clear(s.curHas)
+	}
+	if s.curHas == nil {
+		s.curHas = make([]uint64, l.filterBits/64)
 	}
 	s.cur[h] = lim
+	i := l.filterPlace(h)
+	s.curHas[i/64] |= 1 << (i % 64)
+}
+
+// filterPlace is key h's bit in a generation's filter: from the high
+// half of h, which shard and first-seen set do not use.
+func (l *keyedLimiter) filterPlace(h uint64) int { return int(h>>32) & (l.filterBits - 1) }
+
+// has reports whether filter may hold key h (a nil filter holds none).
+func (l *keyedLimiter) has(filter []uint64, h uint64) bool {
+	if filter == nil {
+		return false
+	}
+	i := l.filterPlace(h)
+	return filter[i/64]&(1<<(i%64)) != 0
 }
 
 // len is the number of keys held: buckets and first-seen records.

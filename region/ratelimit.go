@@ -44,7 +44,7 @@ type keyedLimiter struct {
 	// bucket (most are seen once) is found out without a map lookup in 7 of 8.
 	filterBits int
 	seed       maphash.Seed
-	shards            [limiterShards]limiterShard
+	shards     [limiterShards]limiterShard
 }
 
 type limiterShard struct {
@@ -57,8 +57,8 @@ type limiterShard struct {
 	// the filters of a shard are 8 KB. Made with the first bucket.
 	curHas, oldHas []uint64
 	first          []firstSeen // 2 * firstSets records, made on first use
-	firstN   int         // records in use
-	touched  uint64      // a sum of the words allowMany read, for nothing else
+	firstN         int         // records in use
+	touched        uint64      // a sum of the words allowMany read, for nothing else
 }
 
 // firstSeen records a key seen once: its hash (0: free) and the time of its

@@ -404,6 +404,7 @@ func (t *claimTable) prepare(dst []store.Mutation, nowMs int64, self crdt.Replic
 			block(f.key, f.ingestMs)
 		}
 	}
+	t.fresh.recycle(fresh)
 	for _, k := range queue {
 		c, ok := t.get(k)
 		ttlMs := t.expiryMs(k.Window) - nowMs

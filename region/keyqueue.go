@@ -6,8 +6,9 @@ import "sync"
 // a batch: changes push keys, the table's Prepare hook takes them all, and a
 // failed batch pushes its keys back. It is safe for concurrent use.
 type keyQueue[K comparable] struct {
-	mu   sync.Mutex // protects keys
-	keys []K
+	mu    sync.Mutex // protects keys and spare
+	keys  []K
+	spare []K // a list taken before and given back (recycle), empty
 }
 
 // push queues keys.
@@ -24,8 +25,11 @@ func (q *keyQueue[K]) take() []K {
 	q.mu.Lock()
 	n := len(q.keys)
 	q.mu.Unlock()
-	var next []K
-	if n > 0 {
+	q.mu.Lock()
+	next := q.spare
+	q.spare = nil
+	q.mu.Unlock()
+	if n > 0 && cap(next) < n {
 		next = make([]K, 0, n) // made with the lock released: pushes go on
 	}
 	q.mu.Lock()
@@ -33,6 +37,19 @@ func (q *keyQueue[K]) take() []K {
 	q.keys = next
 	q.mu.Unlock()
 	return keys
+}
+
+// recycle gives back a list take returned, once its keys are used, for a
+// later take to fill again: a hot batch queues tens of thousands of claims,
+// and a new list for each was megabytes of fresh memory to fault in, zero
+// and collect (issue 9).
+func (q *keyQueue[K]) recycle(keys []K) {
+	clear(keys) // drop the strings
+	q.mu.Lock()
+	if cap(keys) > cap(q.spare) {
+		q.spare = keys[:0]
+	}
+	q.mu.Unlock()
 }
 
 // takeDistinct is take with each key once, in the order first queued: a key

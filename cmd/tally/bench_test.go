@@ -164,6 +164,7 @@ func TestBenchFlags(t *testing.T) {
 		{"bench", "compare", "--runs", "view,nope"},
 		{"bench", "compare", "--batch", "10001"},
 		{"bench", "compare", "--repeat", "1"},
+		{"bench", "compare", "--quiet-wait", "-1s"},
 		{"bench", "compare", "extra"},
 		{"bench", "scale", "--keys", "0"},
 		{"bench", "scale", "--keys", "10", "--sample", "11"},
@@ -209,7 +210,7 @@ func TestBenchEndToEnd(t *testing.T) {
 	})
 
 	t.Run("compare", func(t *testing.T) {
-		args := []string{"bench", "compare", "--duration", "300ms", "--conns", "4", "--batch-conns", "2", "--batch", "50",
+		args := []string{"bench", "compare", "--duration", "300ms", "--conns", "4", "--batch-conns", "2", "--batch", "50", "--quiet-wait", "0",
 			"--videos", "20", "--mixes", "half=0.5", "--dir", filepath.Join(t.TempDir(), "c")}
 		systems := []string{"tally", "echo", "redis+lua"}
 		if _, err := exec.LookPath("redis-server"); err != nil {

@@ -55,8 +55,9 @@ type cmpConfig struct {
 	Videos      int
 	Repeat      float64
 	Mixes       []cmpMix
-	Runs        []string // view, get, batch
-	Paced       bool     // also run tally at 50% of its peak for latency
+	Runs        []string      // view, get, batch
+	Paced       bool          // also run tally at 50% of its peak for latency
+	QuietWait   time.Duration // the most to wait for a quiet machine before each run (settle); 0: none
 	Dir         string
 	ServeFlags  []string
 	Seed        int64
@@ -85,7 +86,8 @@ func runBenchCompare(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.BoolVar(&cfg.NoEcho, "no-echo", false, "skip the echo ceilings (bare and durable)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each run (max 2m)")
 	fs.IntVar(&cfg.Conns, "conns", 64, "closed-loop connections of single-view and read runs")
-	fs.IntVar(&cfg.BatchConns, "batch-conns", 4, "connections of batch runs")
+	fs.DurationVar(&cfg.QuietWait, "quiet-wait", time.Minute, "before each run, wait up to this long for the machine to be under 10% busy (0: do not wait)")
+	fs.IntVar(&cfg.BatchConns, "batch-conns", 64, "connections of batch runs (an ingest tier of many senders)")
 	fs.IntVar(&cfg.BatchSize, "batch", 1000, "views per batch (one POST /v1/events; one Redis pipeline of EVALSHA)")
 	fs.IntVar(&cfg.Videos, "videos", 10000, "distinct videos of the spread part of the mix")
 	fs.Float64Var(&cfg.Repeat, "repeat", 0.1, "fraction of views resending an acknowledged (video, user): duplicates")
@@ -121,6 +123,8 @@ func runBenchCompare(ctx context.Context, args []string, stdout, stderr io.Write
 		err = fmt.Errorf("unexpected arguments %q", fs.Args())
 	case cfg.Duration <= 0 || cfg.Duration > cmpMaxDuration:
 		err = fmt.Errorf("--duration: want (0, %s]", cmpMaxDuration)
+	case cfg.QuietWait < 0:
+		err = errors.New("--quiet-wait: want >= 0")
 	case cfg.Conns < 1 || cfg.Conns > 1024 || cfg.BatchConns < 1 || cfg.BatchConns > 256:
 		err = errors.New("--conns: want 1..1024, --batch-conns 1..256")
 	case cfg.BatchSize < 1 || cfg.BatchSize > 10_000:
@@ -342,6 +346,7 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 				if run == "batch" {
 					rc.conns = cfg.BatchConns
 				}
+				settle(ctx, cfg.QuietWait, progress)
 				progress("%s %s on %s: %d conns for %s", mix.Name, run, sys.name, rc.conns, cfg.Duration)
 				res := cmpRun(ctx, rc, sys)
 				results = append(results, res)
@@ -374,6 +379,7 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 				}
 				prc := cmpRunConfig{mix: mix, run: run, conns: cfg.Conns, videos: cfg.Videos, runID: runID,
 					repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed + 7, pace: pace, window: window}
+				settle(ctx, cfg.QuietWait, progress)
 				progress("%s %s on %s at half of tally's peak: %.0f ops/s", mix.Name, run, sys.name, prc.pace)
 				pres := cmpRun(ctx, prc, sys)
 				results = append(results, pres)
@@ -487,6 +493,10 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 	}
 	fmt.Fprintln(w, "\ncounted: views the system counted (the rest were duplicates: --repeat resends acknowledged pairs);")
 	fmt.Fprintln(w, "wrong: fresh (video, user) pairs not counted plus resends counted; 0 for a deduplicating counter (any other fails the run);")
+	if cfg.QuietWait > 0 {
+		fmt.Fprintf(w, "Each run starts once the machine is quiet (under 10%% busy over half a second; at most %s of waiting), so that\n", cfg.QuietWait)
+		fmt.Fprintln(w, "no run shares the cores with background work the run before left (Badger compactions, Redis's rewrite of its log).")
+	}
 	fmt.Fprintln(w, "srv-cores: CPU of the server process over the run (cores busy); srv-µs/v: its CPU per view (per op for reads);")
 	fmt.Fprintln(w, "gen-cores: CPU of the load generator (this process), on the same cores. p50..p999: as the generator saw them;")
 	fmt.Fprintln(w, "echo: bare echo, fixed answers, no state; echo+commit: echo that logs each view as one raw event through tally's group")
@@ -773,6 +783,84 @@ func quantile(sorted []time.Duration, p float64) time.Duration {
 		return 0
 	}
 	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
+// Before each run, bench compare waits for the machine to be quiet: under
+// quietBusy of its CPU busy over quietSample, for at most --quiet-wait. A
+// run then shares the cores with no background work left by the one before
+// it, of any system (Badger's compactions after a batch run, Redis's rewrite
+// of its append-only file in a forked process, the kernel's writeback).
+const (
+	quietBusy   = 0.10
+	quietSample = 500 * time.Millisecond
+)
+
+// settle waits up to quietMax for the machine to be quiet (see quietBusy)
+// and says how long it waited, if at all.
+func settle(ctx context.Context, quietMax time.Duration, progress func(string, ...any)) {
+	if quietMax <= 0 {
+		return
+	}
+	start := time.Now()
+	for {
+		busy, ok := machineBusy(ctx, quietSample)
+		switch {
+		case !ok: // no /proc/stat, or ctx ended: do not wait
+			return
+		case busy < quietBusy:
+			if waited := time.Since(start); waited > quietSample {
+				progress("  waited %s for the machine to be quiet", waited.Round(100*time.Millisecond))
+			}
+			return
+		case time.Since(start) >= quietMax:
+			progress("  the machine is still %.0f%% busy after %s; running anyway", 100*busy, quietMax)
+			return
+		}
+	}
+}
+
+// machineBusy is the fraction of the machine's CPU time that was busy (not
+// idle or waiting for I/O) over the next d, from /proc/stat.
+func machineBusy(ctx context.Context, d time.Duration) (float64, bool) {
+	busy0, total0, ok := cpuTimes()
+	if !ok {
+		return 0, false
+	}
+	select {
+	case <-ctx.Done():
+		return 0, false
+	case <-time.After(d):
+	}
+	busy1, total1, ok := cpuTimes()
+	if !ok || total1 <= total0 {
+		return 0, false
+	}
+	return float64(busy1-busy0) / float64(total1-total0), true
+}
+
+// cpuTimes reads the machine's busy and total CPU time, in ticks, from the
+// first line of /proc/stat: user nice system idle iowait irq softirq steal.
+func cpuTimes() (busy, total int64, ok bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, false
+	}
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total, true
 }
 
 // procCPU is the user+system CPU time of process pid so far (0 if unknown).

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"maps"
-	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -484,7 +484,8 @@ func claimsInEvents(cfg Config) bool {
 // or an event type other than likes, whose window has not expired at
 // nowMs, as a set of that claim alone: the record of a claim won while
 // claimTable.inEvents was set. A claim of an older run in a claim block,
-// and its event too, comes twice; fn merges.
+// and its event too, comes twice; fn merges. The log is read on every
+// core (store.ForEachEventParallel): fn must be safe for concurrent use.
 //
 // Every view counted here was counted because it won its claim, with the
 // ingest time and replica its event logs, in the window its ingest time is
@@ -496,7 +497,7 @@ func (n *Node) forEachStoredClaim(nowMs int64, fn func(store.ClaimKey, crdt.Clai
 	// The first window whose claims have not expired: expiryMs(first) >
 	// nowMs ≥ expiryMs(first-1).
 	first := max(0, nowMs-n.claims.lagMs) / n.windowMs
-	err = n.store.ForEachEvent(first*n.windowMs, math.MaxInt64, func(ev store.Event) error {
+	err = n.store.ForEachEventParallel(first*n.windowMs, runtime.GOMAXPROCS(0), func(ev store.Event) error {
 		if ev.Fate != store.FateCounted || ev.Event == EventLike || ev.Event == "unlike" {
 			return nil
 		}

@@ -179,18 +179,25 @@ func Open(cfg Config) (*Node, error) {
 		n.log.Info("counter log replayed", "states", merged)
 	}
 	var owing []store.ClaimKey
+	var owingMu sync.Mutex // fn is called concurrently
+	owe := func(k store.ClaimKey) {
+		owingMu.Lock()
+		owing = append(owing, k)
+		owingMu.Unlock()
+	}
+	loadStart := time.Now()
 	maxBlockSeq, err := n.forEachStoredClaim(nowMs, func(k store.ClaimKey, c crdt.Claims) error {
 		if k.Event == EventLike {
 			n.likes.load(k, c)
 			if owesAny(c, n.own) {
-				owing = append(owing, k)
+				owe(k)
 			}
 			return nil
 		}
 		if n.claims.expiryMs(k.Window) > nowMs {
 			n.claims.load(k, c)
 			if owesAny(c, n.own) {
-				owing = append(owing, k)
+				owe(k)
 			}
 		}
 		return nil
@@ -201,6 +208,7 @@ func Open(cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("open node: load claims: %w", err)
 	}
+	n.log.Info("claims loaded", "sets", n.claims.len(), "took", time.Since(loadStart).Round(time.Millisecond))
 	// Unique-viewer sketches live in memory whole; recent buckets feed the
 	// trending windows. The scan runs on every core: both tables are safe
 	// for concurrent use, and what they end up holding does not depend on

@@ -603,9 +603,12 @@ func (n *Node) Replicating() bool { return n.repl.Load() != nil }
 func (n *Node) storedClaimKeys() ([]store.ClaimKey, error) {
 	nowMs := n.now().UnixMilli()
 	var out []store.ClaimKey
+	var mu sync.Mutex // fn is called concurrently
 	_, err := n.forEachStoredClaim(nowMs, func(k store.ClaimKey, _ crdt.Claims) error {
 		if k.Event != EventLike && n.claims.expiryMs(k.Window) > nowMs {
+			mu.Lock()
 			out = append(out, k)
+			mu.Unlock()
 		}
 		return nil
 	})

@@ -117,19 +117,26 @@ func (s *Store) ForEachCounterParallel(workers int, fn func(crdt.Key, crdt.PNCou
 	if len(bounds) == 0 {
 		return s.ForEachCounter(fn)
 	}
+	return inParts(nil, bounds, func(lo, hi []byte, stop *atomic.Bool) error { return s.forEachCounterIn(lo, hi, stop, fn) })
+}
+
+// inParts runs scan over the key ranges [lo, bounds[0]), [bounds[0],
+// bounds[1]), ... [bounds[n-1], nil) at once (nil: no bound), stops every
+// part once one fails, and returns the first error.
+func inParts(lo []byte, bounds [][]byte, scan func(lo, hi []byte, stop *atomic.Bool) error) error {
 	var stop atomic.Bool
 	errs := make([]error, len(bounds)+1)
 	var wg sync.WaitGroup
 	for i := range errs {
-		var lo, hi []byte
+		from, to := lo, []byte(nil)
 		if i > 0 {
-			lo = bounds[i-1]
+			from = bounds[i-1]
 		}
 		if i < len(bounds) {
-			hi = bounds[i]
+			to = bounds[i]
 		}
 		wg.Go(func() {
-			if errs[i] = s.forEachCounterIn(lo, hi, &stop, fn); errs[i] != nil {
+			if errs[i] = scan(from, to, &stop); errs[i] != nil {
 				stop.Store(true)
 			}
 		})
@@ -152,13 +159,18 @@ var errStopped = errors.New("store: scan stopped")
 // parts are of about as many keys when counters fill many tables; with few
 // tables there may be no split at all.
 func (s *Store) counterSplits(parts int) [][]byte {
+	return s.splits(prefixCounter, nil, parts)
+}
+
+// splits is counterSplits for the keys of prefix from key lo on (nil: all).
+func (s *Store) splits(prefix byte, lo []byte, parts int) [][]byte {
 	if parts < 2 {
 		return nil
 	}
 	var keys [][]byte
 	for _, ti := range s.db.Tables() {
 		for _, k := range [][]byte{y.ParseKey(ti.Left), y.ParseKey(ti.Right)} {
-			if len(k) > 0 && k[0] == prefixCounter {
+			if len(k) > 0 && k[0] == prefix && bytes.Compare(k, lo) > 0 {
 				keys = append(keys, k)
 			}
 		}
@@ -398,17 +410,42 @@ func EventMutation(ev Event, seq uint64, ttl time.Duration) (Mutation, error) {
 // ForEachEvent calls fn for every logged event with fromMs ≤ IngestMs < toMs,
 // in ingest order, until fn returns an error.
 func (s *Store) ForEachEvent(fromMs, toMs int64, fn func(Event) error) error {
-	start := binary.BigEndian.AppendUint64([]byte{prefixEvent}, uint64(max(fromMs, 0)))
+	return s.forEachEventIn(eventTimeKey(fromMs), eventTimeKey(toMs), nil, fn)
+}
+
+// ForEachEventParallel calls fn for every logged event with fromMs ≤
+// IngestMs, until fn returns an error, in parts of the log scanned at once
+// on up to workers goroutines, as ForEachCounterParallel does: fn must be
+// safe for concurrent use and not depend on the order of events. A node
+// reads the claims of a day of counted events at start with it.
+func (s *Store) ForEachEventParallel(fromMs int64, workers int, fn func(Event) error) error {
+	lo := eventTimeKey(fromMs)
+	return inParts(lo, s.splits(prefixEvent, lo, workers), func(lo, hi []byte, stop *atomic.Bool) error {
+		return s.forEachEventIn(lo, hi, stop, fn)
+	})
+}
+
+// eventTimeKey is where the event keys of ingest time ms start.
+func eventTimeKey(ms int64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixEvent}, uint64(max(ms, 0)))
+}
+
+// forEachEventIn calls fn with every event whose key is in [lo, hi) (nil
+// hi: no bound), in key order, until fn fails or stop is set.
+func (s *Store) forEachEventIn(lo, hi []byte, stop *atomic.Bool, fn func(Event) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixEvent}})
 		defer it.Close()
-		for it.Seek(start); it.Valid(); it.Next() {
+		for it.Seek(lo); it.Valid(); it.Next() {
 			item := it.Item()
 			if len(item.Key()) != 25 {
 				return fmt.Errorf("%w: event key of %d bytes", ErrCorrupt, len(item.Key()))
 			}
-			if int64(binary.BigEndian.Uint64(item.Key()[1:])) >= toMs {
+			if hi != nil && bytes.Compare(item.Key(), hi) >= 0 {
 				return nil
+			}
+			if stop != nil && stop.Load() {
+				return errStopped
 			}
 			key := item.Key()
 			err := item.Value(func(v []byte) error {

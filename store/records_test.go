@@ -520,3 +520,65 @@ func TestForEachCounterParallel(t *testing.T) {
 		t.Fatalf("failing scan: %v after %d calls; want boom, and the scan stopped", err, calls.Load())
 	}
 }
+
+// TestForEachEventParallel: the parallel scan of an event log that fills
+// several Badger tables is split into parts, starts at fromMs, and sees
+// every event from there once; an error of fn stops it and is returned.
+func TestForEachEventParallel(t *testing.T) {
+	o := DefaultOptions(t.TempDir())
+	o.MemTableBytes = 1 << 20 // many small tables
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const calls, per = 400, 500 // ingest calls at ms 0..399, of 500 events each
+	seq := uint64(0)
+	for ms := range int64(calls) {
+		var b EventBlock
+		for i := range per {
+			b.Add("video", "view", fmt.Sprintf("user-%d-%d", ms, i), ms, FateCounted)
+		}
+		if err := s.write(b.Mutations(ms, 7, func() uint64 { seq++; return seq }, time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Keys of other prefixes around them are not events.
+	if err := s.write([]Mutation{{Key: []byte("d-other"), Value: []byte("x")}, {Key: []byte("f-other"), Value: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	const from = 100
+	if bounds := s.splits(prefixEvent, eventTimeKey(from), 4); len(bounds) == 0 {
+		t.Fatalf("no split points among %d tables", len(s.db.Tables()))
+	}
+	var mu sync.Mutex
+	seen := make(map[string]bool)
+	err = s.ForEachEventParallel(from, 4, func(ev Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case ev.IngestMs < from:
+			return fmt.Errorf("event of %d ms, before %d", ev.IngestMs, from)
+		case seen[ev.User]:
+			return fmt.Errorf("%s seen twice", ev.User)
+		case ev.Video != "video" || ev.Event != "view" || ev.Replica != 7 || ev.Fate != FateCounted || ev.ClientMs != ev.IngestMs:
+			return fmt.Errorf("event %+v", ev)
+		}
+		seen[ev.User] = true
+		return nil
+	})
+	if want := (calls - from) * per; err != nil || len(seen) != want {
+		t.Fatalf("parallel scan: %d events, %v; want %d", len(seen), err, want)
+	}
+	boom := errors.New("boom")
+	var n atomic.Int64
+	err = s.ForEachEventParallel(0, 4, func(Event) error {
+		if n.Add(1) == 100 {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) || n.Load() >= calls*per {
+		t.Fatalf("failing scan: %v after %d calls; want boom, and the scan stopped", err, n.Load())
+	}
+}

@@ -48,6 +48,8 @@ func TestAdminRoutesNeedTheToken(t *testing.T) {
 		{http.MethodGet, "/v1/audit/events", ""},
 		{http.MethodGet, "/v1/admin/gossip-keys", ""},
 		{http.MethodPost, "/v1/admin/gossip-keys", `{"action":"install","key":"AAAAAAAAAAAAAAAAAAAAAA=="}`},
+		{http.MethodGet, "/debug/pprof/heap", ""},
+		{http.MethodGet, "/debug/pprof/profile?seconds=1", ""},
 	}
 	denied := 0
 	for _, r := range routes {
@@ -363,4 +365,31 @@ func TestAuditStreamOutlivesWriteTimeout(t *testing.T) {
 		t.Fatalf("%d events, closing line %+v; want %d", len(evs), end, n)
 	}
 	t.Logf("read %d bytes in %v through a 300ms write timeout", body.Len(), time.Since(start).Round(time.Millisecond))
+}
+
+// TestDebugPprof: with the admin token, /debug/pprof/ serves the runtime's
+// profiles (gzipped protobuf), a CPU profile and an execution trace over
+// ?seconds=; not the command line, and no seconds out of range.
+func TestDebugPprof(t *testing.T) {
+	e := newEnvWith(t, nil, func(o *Options) { o.AdminToken = testToken })
+	auth := "Bearer " + testToken
+	if got := e.admin(http.MethodGet, "/debug/pprof/", auth, ""); got.status != http.StatusOK || !bytes.Contains(got.body, []byte("heap")) {
+		t.Fatalf("index: %s", got)
+	}
+	for _, path := range []string{"/debug/pprof/heap", "/debug/pprof/allocs", "/debug/pprof/goroutine", "/debug/pprof/profile?seconds=1"} {
+		got := e.admin(http.MethodGet, path, auth, "")
+		if got.status != http.StatusOK || !bytes.HasPrefix(got.body, []byte{0x1f, 0x8b}) {
+			t.Fatalf("%s: %d, %d bytes starting %q; want a gzipped profile", path, got.status, len(got.body), got.body[:min(len(got.body), 16)])
+		}
+	}
+	if got := e.admin(http.MethodGet, "/debug/pprof/trace?seconds=1", auth, ""); got.status != http.StatusOK || !bytes.HasPrefix(got.body, []byte("go 1.")) {
+		t.Fatalf("trace: %d, %d bytes starting %q", got.status, len(got.body), got.body[:min(len(got.body), 16)])
+	}
+	wantError(t, e.admin(http.MethodGet, "/debug/pprof/cmdline", auth, ""), http.StatusNotFound, CodeNotFound)
+	for _, bad := range []string{"0", "121", "x", "-1"} {
+		wantError(t, e.admin(http.MethodGet, "/debug/pprof/profile?seconds="+bad, auth, ""), http.StatusBadRequest, CodeInvalidSeconds)
+	}
+	if got := e.admin(http.MethodGet, "/debug/pprof/nonesuch", auth, ""); got.status != http.StatusNotFound {
+		t.Fatalf("unknown profile: %s", got)
+	}
 }

@@ -190,6 +190,7 @@ func New(node *region.Node, o Options) *Server {
 	e.GET("/v1/audit/events", s.requireAdmin(s.auditEvents))
 	e.GET("/v1/admin/gossip-keys", s.requireAdmin(s.getGossipKeys))
 	e.POST("/v1/admin/gossip-keys", s.requireAdmin(s.postGossipKeys))
+	e.GET("/debug/pprof/*", s.requireAdmin(s.debugPprof))
 	e.GET("/v1/status", s.status)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)

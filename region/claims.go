@@ -231,13 +231,7 @@ func (t *claimTable) claimMany(keys []store.ClaimKey, self crdt.ReplicaID, inges
 	}
 	ids := sc.ids
 	sc.order = shardOrder(sc.order, sc.ends[:], len(ids), func(i int) int { return int(ids[i].h[0] % claimShards) })
-	start := int32(0)
-	for si, end := range sc.ends {
-		if end == start {
-			continue
-		}
-		run := sc.order[start:end]
-		start = end
+	eachRun(sc.order, sc.ends[:], func(si int, run []int32) {
 		s := &t.shards[si]
 		s.mu.Lock()
 		s.touch(ids, run)
@@ -245,7 +239,7 @@ func (t *claimTable) claimMany(keys []store.ClaimKey, self crdt.ReplicaID, inges
 			out[i].won, out[i].synced = t.claimLocked(s, ids[i], self, ingestMs, batch)
 		}
 		s.mu.Unlock()
-	}
+	})
 }
 
 // touch reads the table entry where the probe of each of ids[run] starts,

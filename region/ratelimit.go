@@ -125,13 +125,7 @@ func (l *keyedLimiter) allowMany(keys []string, now time.Time, allowed []bool) {
 	}
 	hs := sc.hashes
 	sc.order = shardOrder(sc.order, sc.ends[:], len(hs), func(i int) int { return int(hs[i] % limiterShards) })
-	start := int32(0)
-	for si, end := range sc.ends {
-		if end == start {
-			continue
-		}
-		run := sc.order[start:end]
-		start = end
+	eachRun(sc.order, sc.ends[:], func(si int, run []int32) {
 		s := &l.shards[si]
 		s.mu.Lock()
 		s.touch(l, hs, run)
@@ -139,7 +133,7 @@ func (l *keyedLimiter) allowMany(keys []string, now time.Time, allowed []bool) {
 			allowed[i] = s.allowLocked(l, hs[i], now)
 		}
 		s.mu.Unlock()
-	}
+	})
 }
 
 // touch looks up each key of hs[run] where allowLocked will, in the two

@@ -32,6 +32,19 @@ func shardOrder(dst []int32, ends []int32, n int, shard func(i int) int) []int32
 	return dst
 }
 
+// eachRun calls fn with each shard that has indexes in order, as
+// shardOrder left them with ends, and the run of its indexes, in order of
+// shards.
+func eachRun(order, ends []int32, fn func(shard int, run []int32)) {
+	start := int32(0)
+	for s, end := range ends {
+		if end > start {
+			fn(s, order[start:end])
+		}
+		start = end
+	}
+}
+
 // prefault writes the zero value over one element of s in every page of
 // its memory, so that a large table of zeros (made by make, fresh from the
 // system) gets pages of its own now. Left alone, such a page is first read

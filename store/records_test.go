@@ -455,17 +455,25 @@ func TestFateString(t *testing.T) {
 	}
 }
 
-// TestForEachCounterParallel: the parallel scan of a store whose counters
-// fill several Badger tables is split into parts, and sees every counter
-// once, with its state; an error of fn stops it and is returned.
-func TestForEachCounterParallel(t *testing.T) {
+// openSmallTables opens a store on disk whose writes fill many small Badger
+// tables, for the parallel scans to split; the test closes it.
+func openSmallTables(t *testing.T) *Store {
+	t.Helper()
 	o := DefaultOptions(t.TempDir())
-	o.MemTableBytes = 1 << 20 // many small tables
+	o.MemTableBytes = 1 << 20
 	s, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestForEachCounterParallel: the parallel scan of a store whose counters
+// fill several Badger tables is split into parts, and sees every counter
+// once, with its state; an error of fn stops it and is returned.
+func TestForEachCounterParallel(t *testing.T) {
+	s := openSmallTables(t)
 	const n = 200_000
 	for lo := 0; lo < n; lo += 1000 {
 		var muts []Mutation
@@ -491,7 +499,7 @@ func TestForEachCounterParallel(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := make(map[string]uint64, n)
-	err = s.ForEachCounterParallel(4, func(k crdt.Key, c crdt.PNCounter) error {
+	err := s.ForEachCounterParallel(4, func(k crdt.Key, c crdt.PNCounter) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if _, dup := seen[k.Video]; dup {
@@ -525,13 +533,7 @@ func TestForEachCounterParallel(t *testing.T) {
 // several Badger tables is split into parts, starts at fromMs, and sees
 // every event from there once; an error of fn stops it and is returned.
 func TestForEachEventParallel(t *testing.T) {
-	o := DefaultOptions(t.TempDir())
-	o.MemTableBytes = 1 << 20 // many small tables
-	s, err := Open(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSmallTables(t)
 	const calls, per = 400, 500 // ingest calls at ms 0..399, of 500 events each
 	seq := uint64(0)
 	for ms := range int64(calls) {
@@ -553,7 +555,7 @@ func TestForEachEventParallel(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := make(map[string]bool)
-	err = s.ForEachEventParallel(from, 4, func(ev Event) error {
+	err := s.ForEachEventParallel(from, 4, func(ev Event) error {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {

@@ -5,8 +5,9 @@
 // /v1/videos/{id}/unique-viewers), trending (GET /v1/top), status,
 // health, readiness, Prometheus metrics, a live dashboard (GET /, its data
 // at GET /v1/dashboard) whose files are embedded in the binary, and admin
-// routes: the raw event log (GET /v1/audit/events, streamed NDJSON) and the
-// gossip keyring (/v1/admin/gossip-keys).
+// routes: the raw event log (GET /v1/audit/events, streamed NDJSON), the
+// gossip keyring (/v1/admin/gossip-keys) and the Go runtime's profiles
+// (/debug/pprof/).
 //
 // Every error is JSON, {"error": {"code": "...", "message": "..."}}, with a
 // stable code and the fitting status: 400 bad input, 401 admin route

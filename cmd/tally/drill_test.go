@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -85,7 +87,30 @@ func TestDrillShort(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("progress:\n%s", progress.String())
+		logNodeTail(t, rep.Dir)
 	}
+}
+
+// logNodeTail logs the warnings and errors of a failed drill's nodes and
+// the last lines they wrote: the test's folder, which holds their log, is
+// gone once the test ends.
+func logNodeTail(t *testing.T, dir string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "nodes.log"))
+	if err != nil {
+		t.Logf("node log: %v", err)
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	var warn []string
+	for _, l := range lines {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			warn = append(warn, l)
+		}
+	}
+	const most = 200
+	t.Logf("node log: %d lines, %d warnings and errors (the last %d):\n%s", len(lines), len(warn), min(len(warn), most), strings.Join(warn[max(0, len(warn)-most):], "\n"))
+	t.Logf("node log, the last %d lines:\n%s", min(len(lines), most), strings.Join(lines[max(0, len(lines)-most):], "\n"))
 }
 
 func TestRunDrillFlags(t *testing.T) {

@@ -534,12 +534,16 @@ func TestForEachCounterParallel(t *testing.T) {
 // every event from there once; an error of fn stops it and is returned.
 func TestForEachEventParallel(t *testing.T) {
 	s := openSmallTables(t)
-	const calls, per = 400, 500 // ingest calls at ms 0..399, of 500 events each
+	// Ingest calls at ms 0..399, of 500 events each: with 100-byte user IDs,
+	// 20 MB of blocks, more than two of Badger's 8 MB tables even once
+	// compaction has merged the small ones the flushes made.
+	const calls, per = 400, 500
+	pad := strings.Repeat("x", 90)
 	seq := uint64(0)
 	for ms := range int64(calls) {
 		var b EventBlock
 		for i := range per {
-			b.Add("video", "view", fmt.Sprintf("user-%d-%d", ms, i), ms, FateCounted)
+			b.Add("video", "view", fmt.Sprintf("user-%d-%d-%s", ms, i, pad), ms, FateCounted)
 		}
 		if err := s.write(b.Mutations(ms, 7, func() uint64 { seq++; return seq }, time.Hour)); err != nil {
 			t.Fatal(err)

@@ -492,8 +492,8 @@ func (n *Node) forEachStoredClaim(nowMs int64, fn func(store.ClaimKey, crdt.Clai
 	// nowMs ≥ expiryMs(first-1).
 	first := max(0, nowMs-n.claims.lagMs) / n.windowMs
 	err = n.store.ForEachEventParallel(first*n.windowMs, runtime.GOMAXPROCS(0), func(ev store.Event) error {
-		if ev.Fate != store.FateCounted || ev.Event == EventLike || ev.Event == "unlike" {
-			return nil
+		if ev.Fate != store.FateCounted || ev.Event == EventLike || ev.Event == "unlike" || ev.Replica == 0 {
+			return nil // not a claim won here (no replica is 0: a claim block of one is corrupt)
 		}
 		k := store.ClaimKey{Video: ev.Video, Event: claimEvent(ev.Event), User: ev.User, Window: uint64(ev.IngestMs / n.windowMs)}
 		return fn(k, crdt.NewClaims(ev.Replica, ev.IngestMs))

@@ -332,6 +332,18 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 	var results []cmpResult
 	runID := 0 // names the fresh users of each run apart
 	window := dedupWindowOf(cfg.ServeFlags)
+	// do runs rc on sys once the machine is quiet, announced as what, and
+	// keeps its result.
+	do := func(rc cmpRunConfig, sys cmpSystem, what string) cmpResult {
+		settle(ctx, cfg.QuietWait, progress)
+		progress("%s", what)
+		rc.runID = runID
+		res := cmpRun(ctx, rc, sys)
+		results = append(results, res)
+		runID++
+		progress("  %.0f ops/s, %.0f views/s, p99 %s, errors %d %s", res.opsPerSec(), res.viewsPerSec(), benchDur(res.P99), res.Errors, res.FirstErr)
+		return res
+	}
 	for _, mix := range cfg.Mixes {
 		for _, run := range cfg.Runs {
 			for _, sys := range systems {
@@ -342,16 +354,11 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 					return ctx.Err()
 				}
 				rc := cmpRunConfig{mix: mix, run: run, conns: cfg.Conns, videos: cfg.Videos,
-					runID: runID, repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed, window: window}
+					repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed, window: window}
 				if run == "batch" {
 					rc.conns = cfg.BatchConns
 				}
-				settle(ctx, cfg.QuietWait, progress)
-				progress("%s %s on %s: %d conns for %s", mix.Name, run, sys.name, rc.conns, cfg.Duration)
-				res := cmpRun(ctx, rc, sys)
-				results = append(results, res)
-				runID++
-				progress("  %.0f ops/s, %.0f views/s, p99 %s, errors %d %s", res.opsPerSec(), res.viewsPerSec(), benchDur(res.P99), res.Errors, res.FirstErr)
+				res := do(rc, sys, fmt.Sprintf("%s %s on %s: %d conns for %s", mix.Name, run, sys.name, rc.conns, cfg.Duration))
 				// tally paced right after its peak run: before the batch
 				// run, which writes several times as much and leaves
 				// Badger compactions that would run through it, and before
@@ -377,14 +384,8 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 				default:
 					continue
 				}
-				prc := cmpRunConfig{mix: mix, run: run, conns: cfg.Conns, videos: cfg.Videos, runID: runID,
-					repeat: cfg.Repeat, batch: cfg.BatchSize, duration: cfg.Duration, seed: cfg.Seed + 7, pace: pace, window: window}
-				settle(ctx, cfg.QuietWait, progress)
-				progress("%s %s on %s at half of tally's peak: %.0f ops/s", mix.Name, run, sys.name, prc.pace)
-				pres := cmpRun(ctx, prc, sys)
-				results = append(results, pres)
-				runID++
-				progress("  %.0f ops/s, p99 %s, errors %d %s", pres.opsPerSec(), benchDur(pres.P99), pres.Errors, pres.FirstErr)
+				rc.seed, rc.pace = cfg.Seed+7, pace
+				do(rc, sys, fmt.Sprintf("%s %s on %s at half of tally's peak: %.0f ops/s", mix.Name, run, sys.name, pace))
 			}
 		}
 	}
@@ -1154,15 +1155,10 @@ func scrapeValues(url string, names ...string) map[string]float64 {
 // requestHistogram is tally's request latency histogram, by route and method.
 const requestHistogram = "tally_http_request_duration_seconds"
 
-// scrapeHistogram reads the cumulative buckets (upper bound → count) of
-// requestHistogram for route and method.
-func scrapeHistogram(url, route, method string) map[float64]float64 {
-	return parseBuckets(fetchMetrics(url), requestHistogram, map[string]string{"route": route, "method": method})
-}
-
 // scrapeRun reads, from one scrape of url, what a run reports of tally's
-// own histograms: requestHistogram for route and method (scrapeHistogram),
-// and the fsync time of its group commits.
+// own histograms, as cumulative buckets (upper bound → count):
+// requestHistogram for route and method, and the fsync time of its group
+// commits.
 func scrapeRun(url, route, method string) (requests, commits map[float64]float64) {
 	body := fetchMetrics(url)
 	return parseBuckets(body, requestHistogram, map[string]string{"route": route, "method": method}),

@@ -399,9 +399,9 @@ func TestBenchCompareAgainstTally(t *testing.T) {
 		rc := cmpRunConfig{mix: mix, run: run, conns: 4, videos: videos, runID: id, repeat: 0.2, batch: 50,
 			duration: 300 * time.Millisecond, seed: 1}
 		route, method := cmpRoute(run)
-		h0 := scrapeHistogram(tally.metrics, route, method)
+		h0, _ := scrapeRun(tally.metrics, route, method)
 		res := cmpRun(context.Background(), rc, tally)
-		h1 := scrapeHistogram(tally.metrics, route, method)
+		h1, _ := scrapeRun(tally.metrics, route, method)
 		if res.Ops == 0 || res.Errors != 0 || res.Wrong != 0 || !res.Checked {
 			t.Fatalf("%s on tally: %d ops, %d errors (%s), %d wrong", run, res.Ops, res.Errors, res.FirstErr, res.Wrong)
 		}

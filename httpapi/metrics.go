@@ -221,6 +221,10 @@ func (m *Metrics) registerNode(n *region.Node, ready *readiness) {
 		gauge("tally_rate_limit_buckets", "Rate-limit keys held in memory: token buckets, and first-seen records of keys seen once.", func(s region.Stats) float64 { return float64(s.RateBuckets) }),
 		gauge("tally_badger_lsm_bytes", "Size of Badger's LSM tree on disk.", func(s region.Stats) float64 { return float64(s.StoreLSM) }),
 		gauge("tally_badger_vlog_bytes", "Size of Badger's value log on disk.", func(s region.Stats) float64 { return float64(s.StoreValLog) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tally_expired_records_swept_total",
+			Help: "Expired raw-event and claim-block records deleted from disk since start (records keyed by time, which compaction alone never reaches once they sit in the last level).",
+		}, func() float64 { return float64(n.Stats().ExpiredSwept) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tally_ready", Help: "1 when GET /readyz answers 200 (state loaded, synced or alone, writes persist), else 0.",
 		}, func() float64 {

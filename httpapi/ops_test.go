@@ -337,6 +337,7 @@ func TestMetricsCoverTheIssue(t *testing.T) {
 		`tally_ingest_events_total{fate="duplicate"} 0`,
 		`tally_ingest_events_total{fate="rate_limited"} 0`,
 		"tally_claim_conflicts_lost_total 0",
+		"tally_expired_records_swept_total",
 		"tally_group_commit_batch_mutations_bucket",
 		"tally_group_commit_fsync_seconds_bucket",
 		`tally_replication_messages_sent_total{peer="eu-1",region="eu"}`,

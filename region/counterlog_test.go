@@ -16,14 +16,7 @@ import (
 // without closing (its last batches durable, nothing checkpointed since)
 // comes back with every count, bucket and sketch exact.
 func TestCounterLogCrash(t *testing.T) {
-	st, err := store.Open(store.InMemoryOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	clock := newFakeClock(t0)
-	cfg := testConfig(clock)
-	cfg.Store, cfg.ManualCommit = st, true
+	st, clock, cfg := crashConfig(t)
 	n, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,15 @@
 // apart: its counted event is its record, read back into the claim table at
 // start (forEachStoredClaim), unless the event log is set to keep events for
 // less than a claim lives; then the claims won alone in one batch go into a
-// claim block per window (store.ClaimBlock).
+// claim block per window (store.ClaimBlock). Counted events are also the
+// record of the unique-viewer registers their views raised until a
+// checkpoint writes the chunks (uniqueTable; replaySketches at start).
+//
+// # Maintenance
+//
+// A node not driven by the simulator deletes expired raw events and claim
+// blocks every minute (startSweeps, store.Sweeper), runs value-log GC, and
+// cuts batches when idle while a unique-viewer checkpoint is due.
 //
 // # Reads
 //

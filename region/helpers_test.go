@@ -99,6 +99,22 @@ func testConfig(clock *fakeClock) Config {
 	return cfg
 }
 
+// crashConfig is testConfig on a store of its own that outlives the nodes
+// opened on it, with the committer stepped by the test: a node abandoned
+// without Close is a crash (only what its batches wrote is left).
+func crashConfig(t *testing.T) (*store.Store, *fakeClock, Config) {
+	t.Helper()
+	st, err := store.Open(store.InMemoryOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clock := newFakeClock(t0)
+	cfg := testConfig(clock)
+	cfg.Store, cfg.ManualCommit = st, true
+	return st, clock, cfg
+}
+
 // openNode opens a node closed at the end of the test (Close is idempotent).
 func openNode(t *testing.T, cfg Config) *Node {
 	t.Helper()

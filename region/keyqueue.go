@@ -18,6 +18,13 @@ func (q *keyQueue[K]) push(keys ...K) {
 	q.mu.Unlock()
 }
 
+// len is how many keys are queued.
+func (q *keyQueue[K]) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.keys)
+}
+
 // take empties the queue and returns what it held. The queue starts again
 // with room for as many keys: batches tend to be alike, and growing by
 // appends copied a batch of claims several times over (issue 9).

@@ -68,6 +68,9 @@ type Node struct {
 	bucketExpireMu   sync.Mutex   // serialises expireBuckets
 	nextBucketExpire atomic.Int64 // unix ms of the next sweep of expired buckets
 
+	swept      atomic.Uint64 // expired records deleted by sweeps (sweep.go)
+	stopSweeps func()        // stops the sweeps and waits; nil if none run
+
 	failed    atomic.Bool // a batch failed to persist: not ready any more
 	closeOnce sync.Once
 	closeErr  error
@@ -236,6 +239,13 @@ func Open(cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("open node: load sketches and buckets: %w", err)
 	}
+	n.uniques.deferLocal = sketchesInEvents(cfg)
+	if err := n.replaySketches(nowMs); err != nil {
+		if n.ownStore {
+			st.Close()
+		}
+		return nil, fmt.Errorf("open node: %w", err)
+	}
 	if cfg.CounterCache > 0 && !cfg.DisableTimeBuckets {
 		n.evicted = newEvictedBuckets(cfg.CounterCache)
 		n.counters.onEvict = func(k crdt.Key) {
@@ -285,6 +295,9 @@ func Open(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("open node: settle claim: %w", err)
 		}
 	}
+	if !cfg.ManualCommit {
+		n.startSweeps()
+	}
 	return n, nil
 }
 
@@ -293,6 +306,10 @@ func Open(cfg Config) (*Node, error) {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		if n.stopSweeps != nil {
+			n.stopSweeps() // they write to the store directly
+		}
+		n.uniques.final.Store(true) // the last batch writes every owed chunk
 		if err := n.committer.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("final group commit: %w", err))
 		} else if _, err := n.store.ReplayCounterLog(n.now().UnixMilli()); err != nil {
@@ -344,6 +361,7 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 	if err != nil {
 		n.log.Error("encode unique-viewer chunk", "err", err)
 	}
+	dst, sketchCP := n.uniques.checkpoint(dst, nowMs, len(sketched))
 	// Last, with every changed counter and chunk logged: the counter log's
 	// checkpoint writes and deletions (counterlog.go).
 	dst, drained, deleted, err := n.clog.prepare(dst, nowMs)
@@ -353,7 +371,7 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 	// With every change of this batch taken, and admission held off: clean
 	// counters over the cache's bound leave memory.
 	n.counters.evict()
-	if len(claimed)+len(liked)+len(sketched)+len(drained)+len(deleted) == 0 {
+	if len(claimed)+len(liked)+len(sketched)+len(drained)+len(deleted)+len(sketchCP.keys) == 0 && !sketchCP.mark {
 		return dst, after
 	}
 	return dst, func(err error) {
@@ -363,6 +381,7 @@ func (n *Node) prepareBatch(dst []store.Mutation) ([]store.Mutation, func(error)
 			n.claims.requeue(claimed)
 			n.likes.requeue(liked)
 			n.uniques.requeue(sketched)
+			n.uniques.reowe(sketchCP)
 			return
 		}
 		// A transition this node made while merging (one made again for a
@@ -680,7 +699,7 @@ func (n *Node) applyViews(views []View, results []Result) (ingestBatch, error) {
 				n.count(e, b.buckets[i], false, nowMs)
 			}
 			if v.eventOf() == EventView {
-				n.uniques.insert(v.Video, v.User)
+				n.uniques.insert(v.Video, v.User, nowMs)
 			}
 		default:
 			fate = store.FateDuplicate
@@ -996,13 +1015,16 @@ type Stats struct {
 	// its claim lost to an earlier one for the same view elsewhere.
 	Compensations uint64
 	RateBuckets   int // rate-limit keys held in memory: buckets and first-seen records
-	StoreLSM      int64
-	StoreValLog   int64
-	ReplicaID     crdt.ReplicaID
-	Durability    Durability
-	DedupWindow   time.Duration
-	Region        string
-	StartedFresh  bool // a new replica ID was taken at start
+	// ExpiredSwept counts the expired raw events and claim blocks the
+	// node's sweeps deleted from disk since it started (sweep.go).
+	ExpiredSwept uint64
+	StoreLSM     int64
+	StoreValLog  int64
+	ReplicaID    crdt.ReplicaID
+	Durability   Durability
+	DedupWindow  time.Duration
+	Region       string
+	StartedFresh bool // a new replica ID was taken at start
 }
 
 // CountersEvicted is how many counters left memory over Config.CounterCache
@@ -1019,7 +1041,7 @@ func (n *Node) Stats() Stats {
 	sk, chunks := n.uniques.len()
 	return Stats{
 		LikeTransitions: n.likes.len(), Sketches: sk, SketchChunks: chunks, TrendValues: n.trends.len(),
-		Counters: n.counters.len(), Claims: n.claims.len(), Compensations: n.compensations.Load(), RateBuckets: rb,
+		Counters: n.counters.len(), Claims: n.claims.len(), Compensations: n.compensations.Load(), RateBuckets: rb, ExpiredSwept: n.swept.Load(),
 		StoreLSM: lsm, StoreValLog: vlog, ReplicaID: n.id.Replica,
 		Durability: n.cfg.Durability, DedupWindow: n.cfg.DedupWindow, Region: n.cfg.Region,
 		StartedFresh: n.id.Reason != "",

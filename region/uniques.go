@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math/bits"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/tallyhq/tally/crdt"
 	"github.com/tallyhq/tally/store"
@@ -33,7 +36,21 @@ const uniqueSparseMax = 2048
 // async durability the view is acknowledged and then lost) at every peer,
 // and count a viewer nobody counted. A chunk that grew since its last
 // durable write is pending and keeps a shadow copy of its durable registers,
-// which is what ships until the batch holding its new state is durable.
+// which is what ships until the batch holding its growth is durable.
+//
+// With deferLocal, a chunk grown by local views alone is not written with
+// their batch: their counted events, in the same batch, are its record
+// (as they are of the claims they won), and a node replays the counted
+// views logged since the sketch mark into its sketches at start (Open).
+// Such chunks are owed, and a checkpoint writes them: every
+// sketchCheckpointEvery it takes the list of owed chunks, writes them over
+// the next batches (a slice per batch, at least as many as grew in it, so
+// that it keeps up), and with the last ones records its start as the new
+// mark. A
+// chunk grown by replication, or by a view ingested before the checkpoint
+// in progress started (which the new mark would not replay), is written
+// with its batch (forced). Spread batches wrote one chunk per view (issue 9:
+// 24% of the server's CPU went to Badger's memtable inserts).
 //
 // A uniqueTable is safe for concurrent use.
 type uniqueTable struct {
@@ -43,7 +60,44 @@ type uniqueTable struct {
 	// queue holds the chunks changed since the last batch was cut, each at
 	// most once: a chunk is appended only when its queued bit goes from 0 to 1.
 	queue keyQueue[crdt.Key]
+
+	// deferLocal lets chunks grown by local views wait for a checkpoint. It
+	// is set (at Open) only when the event log outlives a checkpoint by far.
+	deferLocal bool
+	// owed holds the chunks whose owed bit went from 0 to 1, each at most
+	// once while it is set: the next checkpoint's list.
+	owed keyQueue[crdt.Key]
+	// cycleStartMs is when (unix ms, the node's clock at the batch's cut)
+	// the checkpoint in progress, or the last one, started: a local view
+	// ingested before it forces its chunk's write. Ingest reads it with
+	// admission held; prepare sets it with admission held off.
+	cycleStartMs atomic.Int64
+	// checkpointing is set while a checkpoint has owed chunks left to write;
+	// nextCycle mirrors nextCycleMs, for owes.
+	checkpointing atomic.Bool
+	nextCycle     atomic.Int64
+	// final makes the next checkpoint write every owed chunk at once and
+	// record the batch's time as the mark: the last batch of a clean stop
+	// (Close), after which no view comes, so the next start replays none.
+	final atomic.Bool
+
+	// Used by prepare alone (one batch at a time): the checkpoint in progress.
+	cycle       []crdt.Key // owed chunks it still has to write
+	cycleActive bool
+	nextCycleMs int64 // when the next checkpoint may start
 }
+
+// sketchCheckpointEvery is how often a checkpoint of owed chunks starts.
+// A crash replays the counted views of at most about this long plus a
+// checkpoint's own length (a few batches) at start.
+const sketchCheckpointEvery = 30_000 // ms
+
+// sketchSliceMin is the fewest owed chunks a checkpoint writes per batch
+// (about a millisecond of a batch): a checkpoint after a burst of spread views
+// has up to a chunk per view of it to write, and written in a few batches
+// they held the views of those batches for seconds. An idle node cuts
+// batches for the checkpoint (startSweeps).
+const sketchSliceMin = 512
 
 type uniqueShard struct {
 	mu sync.Mutex               // protects m and every field of its sketches marked "under shard.mu"
@@ -57,6 +111,8 @@ type uniqueSketch struct {
 	present uint64 // bit c: chunk c has a nonzero register
 	queued  uint64 // bit c: chunk c is in the table's queue
 	pending uint64 // bit c: chunk c has registers not durable yet; its shadow holds its durable ones
+	owed    uint64 // bit c: chunk c has registers in no chunk entry (in counted events only); a checkpoint writes it
+	force   uint64 // bit c: chunk c is written with the next batch
 	// shadow holds the durable registers of each pending chunk, in chunk
 	// order (shadowAt); nil when none is pending. A chunk becomes pending
 	// with most views of a video seen rarely, so this is a short list of
@@ -88,20 +144,33 @@ func (t *uniqueTable) shard(video string) *uniqueShard {
 	return &t.shards[maphash.String(t.seed, video)%uniqueShards]
 }
 
-// insert adds user to video's sketch. If a register grew, it queues that
-// chunk's key for the next batch (unless already queued) and returns the key
-// and true.
-func (t *uniqueTable) insert(video, user string) (crdt.Key, bool) {
-	c, off, rho := crdt.HLLPosition(user)
-	s := t.shard(video)
-	s.mu.Lock()
+// sketchLocked returns video's sketch, made if it has none. Callers hold s.mu.
+func (s *uniqueShard) sketchLocked(video string) *uniqueSketch {
 	sk := s.m[video]
 	if sk == nil {
 		sk = &uniqueSketch{version: 1}
 		s.m[strings.Clone(video)] = sk // not pinning the caller's buffer
 	}
+	return sk
+}
+
+// insert adds user, a viewer of a counted local view ingested at ingestMs,
+// to video's sketch. If a register grew, it queues that chunk's key for the
+// next batch (unless already queued) and returns the key and true. The
+// chunk is owed to a checkpoint, or written with the batch if it must be
+// (see uniqueTable).
+func (t *uniqueTable) insert(video, user string, ingestMs int64) (crdt.Key, bool) {
+	c, off, rho := crdt.HLLPosition(user)
+	force := !t.deferLocal || ingestMs < t.cycleStartMs.Load()
+	s := t.shard(video)
+	s.mu.Lock()
+	sk := s.sketchLocked(video)
 	grew := sk.raise(c, off, rho, true)
-	queue := grew && sk.grewLocked(c, true)
+	var queue, owe bool
+	if grew {
+		queue = sk.grewLocked(c, true)
+		owe = sk.oweLocked(c, force)
+	}
 	s.mu.Unlock()
 	if !grew {
 		return crdt.Key{}, false
@@ -110,7 +179,46 @@ func (t *uniqueTable) insert(video, user string) (crdt.Key, bool) {
 	if queue {
 		t.enqueue(k)
 	}
+	if owe {
+		t.owed.push(k)
+	}
 	return k, true
+}
+
+// replay adds user, a viewer of a counted view read back from the event
+// log at start, to video's sketch. The register is durable (its event is),
+// so it is not pending, and not queued: its chunk is owed to a checkpoint.
+func (t *uniqueTable) replay(video, user string) {
+	c, off, rho := crdt.HLLPosition(user)
+	s := t.shard(video)
+	s.mu.Lock()
+	sk := s.sketchLocked(video)
+	owe := false
+	if sk.raise(c, off, rho, false) {
+		sk.grewLocked(c, false)
+		owe = sk.oweLocked(c, false)
+	}
+	s.mu.Unlock()
+	if owe {
+		t.owed.push(crdt.UniqueKey(video, c))
+	}
+}
+
+// oweLocked records that chunk c grew with registers in no chunk entry:
+// with force, to be written with the next batch; else owed to a
+// checkpoint. It reports whether c must join the list of owed chunks (it
+// was not owed). Callers hold shard.mu.
+func (sk *uniqueSketch) oweLocked(c int, force bool) bool {
+	bit := uint64(1) << c
+	if force {
+		sk.force |= bit
+		return false
+	}
+	if sk.owed&bit != 0 {
+		return false
+	}
+	sk.owed |= bit
+	return true
 }
 
 // merge folds a replicated chunk state into the table (register max) and
@@ -156,11 +264,7 @@ func (t *uniqueTable) apply(video string, c int, regs *[crdt.HLLChunkRegisters]u
 	}
 	s := t.shard(video)
 	s.mu.Lock()
-	sk := s.m[video]
-	if sk == nil {
-		sk = &uniqueSketch{version: 1}
-		s.m[strings.Clone(video)] = sk
-	}
+	sk := s.sketchLocked(video)
 	grew := false
 	for off, r := range regs {
 		if r != 0 && sk.raise(c, off, r, queue) {
@@ -168,6 +272,9 @@ func (t *uniqueTable) apply(video string, c int, regs *[crdt.HLLChunkRegisters]u
 		}
 	}
 	enqueue := grew && sk.grewLocked(c, queue)
+	if grew && queue {
+		sk.oweLocked(c, true) // no local event records a replicated register
+	}
 	s.mu.Unlock()
 	if enqueue {
 		t.enqueue(crdt.UniqueKey(video, c))
@@ -358,14 +465,23 @@ func (t *uniqueTable) enqueue(k crdt.Key) { t.queue.push(k) }
 
 // chunkWrite is a chunk state handed to a batch.
 type chunkWrite struct {
-	key  crdt.Key
-	regs [crdt.HLLChunkRegisters]uint8
+	key   crdt.Key
+	regs  [crdt.HLLChunkRegisters]uint8
+	wrote bool // the batch writes it (else its counted events are its record)
 }
 
-// prepare is the sketches' part of the committer's Prepare hook: it appends
-// a mutation storing the current state of every queued chunk to dst (once
-// per chunk, however often it grew), encoded straight from the registers by
-// crdt.AppendChunkState, and returns the chunks written, for settle. A
+// sketchCheckpoint is what a batch wrote of a checkpoint: owed chunks, and
+// whether it also recorded the checkpoint's mark (the last of them).
+type sketchCheckpoint struct {
+	keys []crdt.Key
+	mark bool
+}
+
+// prepare is the sketches' part of the committer's Prepare hook: it takes
+// every queued chunk's registers (once per chunk, however often it grew),
+// for settle, and appends a mutation storing the state of those that must
+// be written now (all of them without deferLocal), encoded straight from
+// the registers by crdt.AppendChunkState. The hook then calls checkpoint. A
 // chunk's encoding cannot fail, so the error is always nil; it is kept so
 // that the Prepare hook handles every table alike.
 //
@@ -379,18 +495,105 @@ func (t *uniqueTable) prepare(dst []store.Mutation) ([]store.Mutation, []chunkWr
 	written := make([]chunkWrite, 0, len(queue))
 	for _, k := range queue {
 		w := chunkWrite{key: k}
-		if !t.take(k, &w.regs) {
+		var ok bool
+		if ok, w.wrote = t.take(k, &w.regs); !ok {
 			continue
 		}
-		dst = append(dst, store.CounterValueMutation(k, crdt.AppendChunkState(nil, &w.regs)))
+		if w.wrote {
+			dst = append(dst, store.CounterValueMutation(k, crdt.AppendChunkState(nil, &w.regs)))
+		}
 		written = append(written, w)
 	}
 	return dst, written, nil
 }
 
-// take clears chunk k's queued mark and copies its registers into dst; it
-// reports false if k was not queued (a repeat, or not a chunk of this table).
-func (t *uniqueTable) take(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool {
+// checkpoint is the rest of the sketches' part of a batch, cut at nowMs by
+// the node's clock: it starts a checkpoint if none runs and one is due
+// (taking the list of owed chunks, and its start as the point before which
+// a local view forces its chunk's write), and writes the next slice of the
+// owed chunks the one in progress has left: sketchSliceMin, or grown (the
+// chunks that grew in this batch, each owed at most once) if more, so that
+// checkpoints keep up with growth. With the last slice it records its start
+// as the sketch mark.
+func (t *uniqueTable) checkpoint(dst []store.Mutation, nowMs int64, grown int) ([]store.Mutation, sketchCheckpoint) {
+	var cp sketchCheckpoint
+	if t.final.Load() {
+		t.cycle = append(t.cycle, t.owed.take()...)
+		t.cycleActive = true
+		t.cycleStartMs.Store(nowMs)
+		grown = len(t.cycle)
+	}
+	if !t.cycleActive {
+		if nowMs < t.nextCycleMs {
+			return dst, cp
+		}
+		t.cycle, t.cycleActive = t.owed.take(), true
+		t.checkpointing.Store(true)
+		t.cycleStartMs.Store(nowMs)
+		t.nextCycleMs = nowMs + sketchCheckpointEvery
+		t.nextCycle.Store(t.nextCycleMs)
+	}
+	n := min(len(t.cycle), max(sketchSliceMin, grown))
+	var regs [crdt.HLLChunkRegisters]uint8
+	for _, k := range t.cycle[:n] {
+		if t.takeOwed(k, &regs) {
+			dst = append(dst, store.CounterValueMutation(k, crdt.AppendChunkState(nil, &regs)))
+			cp.keys = append(cp.keys, k)
+		}
+	}
+	t.cycle = t.cycle[n:]
+	if len(t.cycle) == 0 {
+		dst = append(dst, store.SketchMarkMutation(t.cycleStartMs.Load()))
+		cp.mark = true
+		t.cycle, t.cycleActive = nil, false
+		t.checkpointing.Store(false)
+	}
+	return dst, cp
+}
+
+// owes reports whether a checkpoint is in progress, or chunks wait for one
+// that is due at nowMs: then an idle node should cut batches (startSweeps).
+func (t *uniqueTable) owes(nowMs int64) bool {
+	return t.checkpointing.Load() || nowMs >= t.nextCycle.Load() && t.owed.len() > 0
+}
+
+// take clears chunk k's queued mark and copies its registers into dst; ok
+// is false if k was not queued (a repeat, or not a chunk of this table).
+// write reports that the chunk must be written now (forced); it is no
+// longer owed then.
+func (t *uniqueTable) take(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) (ok, write bool) {
+	ok = t.takeMarked(k, dst, func(sk *uniqueSketch, bit uint64) bool {
+		if sk.queued&bit == 0 {
+			return false
+		}
+		sk.queued &^= bit
+		if write = sk.force&bit != 0; write {
+			sk.force &^= bit
+			sk.owed &^= bit
+		}
+		return true
+	})
+	return ok, write
+}
+
+// takeOwed clears chunk k's owed and forced marks and copies its registers
+// into dst, for a checkpoint's write; it reports false if k is not owed (a
+// forced write took it since).
+func (t *uniqueTable) takeOwed(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool {
+	return t.takeMarked(k, dst, func(sk *uniqueSketch, bit uint64) bool {
+		if sk.owed&bit == 0 {
+			return false
+		}
+		sk.owed &^= bit
+		sk.force &^= bit
+		return true
+	})
+}
+
+// takeMarked calls clear, under the shard's lock, with chunk k's sketch and
+// bit, and if it reports that the chunk is to be taken, copies its
+// registers into dst. It reports false for a key that names no chunk held.
+func (t *uniqueTable) takeMarked(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8, clear func(sk *uniqueSketch, bit uint64) bool) bool {
 	video, c, ok := crdt.ParseUniqueKey(k)
 	if !ok {
 		return false
@@ -399,10 +602,9 @@ func (t *uniqueTable) take(k crdt.Key, dst *[crdt.HLLChunkRegisters]uint8) bool 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sk := s.m[video]
-	if sk == nil || sk.queued&(1<<c) == 0 {
+	if sk == nil || !clear(sk, uint64(1)<<c) {
 		return false
 	}
-	sk.queued &^= 1 << c
 	sk.chunk(c, dst)
 	return true
 }
@@ -438,9 +640,13 @@ func (t *uniqueTable) settle(written []chunkWrite) {
 	}
 }
 
-// requeue queues the chunks of a failed batch again. Chunks already
-// queued, and chunks the table does not hold, are skipped; they stay
-// pending.
+// requeue queues the chunks of a failed batch again, forced: the next
+// batch writes them. Their registers include those of the failed batch's
+// views, which are durable nowhere (their events failed with them), and
+// could hide from the checkpoints the views that repeat them: a view that
+// grows no register forces no write, and ingested before the checkpoint's
+// start it would not be replayed either. Chunks already queued, and chunks
+// the table does not hold, are skipped; they stay pending.
 func (t *uniqueTable) requeue(written []chunkWrite) {
 	for _, w := range written {
 		video, c, ok := crdt.ParseUniqueKey(w.key)
@@ -454,11 +660,24 @@ func (t *uniqueTable) requeue(written []chunkWrite) {
 		if queue {
 			sk.queued |= 1 << c
 		}
+		if sk != nil {
+			sk.force |= 1 << c
+		}
 		s.mu.Unlock()
 		if queue {
 			t.enqueue(w.key)
 		}
 	}
+}
+
+// reowe queues the chunks a failed batch wrote for a checkpoint, forced:
+// the next batch writes them (see requeue).
+func (t *uniqueTable) reowe(cp sketchCheckpoint) {
+	written := make([]chunkWrite, len(cp.keys))
+	for i, k := range cp.keys {
+		written[i] = chunkWrite{key: k}
+	}
+	t.requeue(written)
 }
 
 // keys returns the key of every chunk held, sorted by video then event (a
@@ -493,4 +712,47 @@ func (t *uniqueTable) len() (videos, chunks int) {
 		s.mu.Unlock()
 	}
 	return videos, chunks
+}
+
+// sketchesInEvents reports whether chunks grown by local views may wait for
+// a checkpoint, their counted events being their record until then: only
+// if the event log outlives a checkpoint by far (an hour at least), so that
+// a node that crashed finds the views to replay at start unless it stayed
+// down about as long as the log keeps events. (Its peers hold every
+// register it had made durable even then: registers replicate once their
+// batch is durable.)
+func sketchesInEvents(cfg Config) bool { return cfg.EventRetention >= time.Hour }
+
+// replaySketches folds the counted views logged since the sketch mark into
+// the sketches (their chunks may be in no entry: owed to the next
+// checkpoint), and makes the mark the point before which a view forces its
+// chunk's write. A store without a mark (new, or of format 5, whose chunks
+// are all in their entries) gets nowMs as its mark.
+func (n *Node) replaySketches(nowMs int64) error {
+	mark, ok, err := n.store.SketchMark()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := n.store.SetSketchMark(nowMs); err != nil {
+			return err
+		}
+		mark = nowMs
+	} else {
+		start := time.Now()
+		var views atomic.Int64
+		err := n.store.ForEachEventParallel(mark, runtime.GOMAXPROCS(0), func(ev store.Event) error {
+			if ev.Fate == store.FateCounted && ev.Event == EventView {
+				n.uniques.replay(ev.Video, ev.User)
+				views.Add(1)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("replay counted views into unique-viewer sketches: %w", err)
+		}
+		n.log.Info("unique-viewer sketches replayed", "views", views.Load(), "since_ms", mark, "took", time.Since(start).Round(time.Millisecond))
+	}
+	n.uniques.cycleStartMs.Store(mark)
+	return nil
 }

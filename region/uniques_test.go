@@ -117,7 +117,7 @@ func TestUniqueInsertEstimate(t *testing.T) {
 	ref := refSketches{}
 	users := userNames("user-", 5000)
 	for _, u := range users {
-		k, grew := tab.insert("v1", u)
+		k, grew := tab.insert("v1", u, 0)
 		c, want := ref.insert("v1", u)
 		if grew != want || (grew && k != crdt.UniqueKey("v1", c)) {
 			t.Fatalf("insert(v1, %s) = %v, %v; want chunk %d, %v", u, k, grew, c, want)
@@ -129,14 +129,14 @@ func TestUniqueInsertEstimate(t *testing.T) {
 	}
 	// Views by users already counted change nothing.
 	for _, u := range users {
-		if k, grew := tab.insert("v1", u); grew {
+		if k, grew := tab.insert("v1", u, 0); grew {
 			t.Fatalf("repeat insert of %s grew %v", u, k)
 		}
 	}
 	if again, _ := tab.estimate("v1"); again != est {
 		t.Fatalf("estimate moved from %d to %d on repeats", est, again)
 	}
-	tab.insert("v2", "someone")
+	tab.insert("v2", "someone", 0)
 	if est, ok := tab.estimate("v2"); !ok || est != 1 {
 		t.Fatalf("one viewer: estimate %d, %v", est, ok)
 	}
@@ -147,7 +147,7 @@ func TestUniqueInsertEstimate(t *testing.T) {
 func TestUniqueEstimateCache(t *testing.T) {
 	tab := newUniqueTable()
 	for _, u := range userNames("u", 100) {
-		tab.insert("v", u)
+		tab.insert("v", u, 0)
 	}
 	sk := tab.shard("v").m["v"]
 	e1, _ := tab.estimate("v")
@@ -160,7 +160,7 @@ func TestUniqueEstimateCache(t *testing.T) {
 	// A user who grows a register makes the next estimate recompute.
 	var grown string
 	for i := 0; grown == ""; i++ {
-		if _, ok := tab.insert("v", "new-"+strconv.Itoa(i)); ok {
+		if _, ok := tab.insert("v", "new-"+strconv.Itoa(i), 0); ok {
 			grown = "new-" + strconv.Itoa(i)
 		}
 	}
@@ -179,7 +179,7 @@ func TestUniqueSparseToDense(t *testing.T) {
 	sk := func() *uniqueSketch { return tab.shard("v").m["v"] }
 	for i := 0; ; i++ {
 		u := "u" + strconv.Itoa(i)
-		tab.insert("v", u)
+		tab.insert("v", u, 0)
 		ref.insert("v", u)
 		if sk().dense != nil {
 			break
@@ -207,7 +207,7 @@ func TestUniqueMatchesModel(t *testing.T) {
 			switch rapid.IntRange(0, 4).Draw(t, "op") {
 			case 0: // a few views
 				for _, u := range rapid.SliceOfN(rapid.String(), 1, 10).Draw(t, "users") {
-					k, grew := tab.insert(video, u)
+					k, grew := tab.insert(video, u, 0)
 					c, want := ref.insert(video, u)
 					if grew != want || (grew && k != crdt.UniqueKey(video, c)) {
 						t.Fatalf("insert(%s, %q) = %v, %v; want chunk %d, %v", video, u, k, grew, c, want)
@@ -216,7 +216,7 @@ func TestUniqueMatchesModel(t *testing.T) {
 			case 1: // many views, crossing into the dense form
 				n := rapid.IntRange(0, 3000).Draw(t, "n")
 				for _, u := range userNames(rapid.StringMatching(`[a-z]{1,3}`).Draw(t, "prefix"), n) {
-					tab.insert(video, u)
+					tab.insert(video, u, 0)
 					ref.insert(video, u)
 				}
 			case 2, 3: // a replicated chunk, or one loaded from disk
@@ -282,7 +282,7 @@ func TestUniqueMergeConverges(t *testing.T) {
 				n := rapid.OneOf(rapid.IntRange(0, 50), rapid.IntRange(0, 4000)).Draw(t, "n")
 				for j := lo; j < lo+n; j++ {
 					u := "user-" + strconv.Itoa(j)
-					tab.insert(video, u)
+					tab.insert(video, u, 0)
 					union.insert(video, u)
 				}
 				if i == 0 {
@@ -324,7 +324,7 @@ func TestUniquePrepareRequeue(t *testing.T) {
 	inChunk := usersInChunk("u", 5, 5)
 	k5 := crdt.UniqueKey("v", 5)
 	for _, u := range inChunk {
-		if k, ok := tab.insert("v", u); !ok || k != k5 {
+		if k, ok := tab.insert("v", u, 0); !ok || k != k5 {
 			t.Fatalf("insert %s: %v, %v", u, k, ok)
 		}
 	}
@@ -355,7 +355,7 @@ func TestUniquePrepareRequeue(t *testing.T) {
 	for i := 0; more == ""; i++ {
 		u := "w" + strconv.Itoa(i)
 		if c, _, _ := crdt.HLLPosition(u); c == 5 {
-			if _, ok := tab.insert("v", u); ok {
+			if _, ok := tab.insert("v", u, 0); ok {
 				more = u
 			}
 		}
@@ -422,7 +422,7 @@ func TestUniqueStateShipsDurableOnly(t *testing.T) {
 	grow := func(u string) {
 		t.Helper()
 		before := liveState(tab, k)
-		tab.insert("v", u)
+		tab.insert("v", u, 0)
 		if liveState(tab, k).Equal(before) {
 			t.Fatalf("insert %s did not grow chunk 7", u)
 		}
@@ -440,7 +440,7 @@ func TestUniqueStateShipsDurableOnly(t *testing.T) {
 	// first write ships, not the growth.
 	grewInFlight := false
 	for _, u := range users[1:] {
-		if _, ok := tab.insert("v", u); ok {
+		if _, ok := tab.insert("v", u, 0); ok {
 			grewInFlight = true
 			break
 		}
@@ -502,11 +502,11 @@ func TestUniqueLoad(t *testing.T) {
 	src := newUniqueTable()
 	ref := refSketches{}
 	for _, u := range userNames("u", 3000) {
-		src.insert("big", u)
+		src.insert("big", u, 0)
 		ref.insert("big", u)
 	}
 	for _, u := range userNames("x", 7) {
-		src.insert("small", u)
+		src.insert("small", u, 0)
 		ref.insert("small", u)
 	}
 	writeAll(src)
@@ -589,7 +589,7 @@ func TestUniqueConcurrent(t *testing.T) {
 	ref := refSketches{}
 	remote := newUniqueTable()
 	for _, u := range userNames("remote-", 2000) {
-		remote.insert("hot", u)
+		remote.insert("hot", u, 0)
 		ref.insert("hot", u)
 	}
 	writeAll(remote)
@@ -603,7 +603,7 @@ func TestUniqueConcurrent(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range perWriter {
-				tab.insert(videos[i%len(videos)], "u"+strconv.Itoa(i*writers/2+w))
+				tab.insert(videos[i%len(videos)], "u"+strconv.Itoa(i*writers/2+w), 0)
 			}
 		})
 	}
@@ -696,7 +696,7 @@ func BenchmarkUniqueMemory(b *testing.B) {
 				tab := newUniqueTable()
 				for i, v := range names {
 					for _, u := range users {
-						tab.insert(v, u+"@"+v) // each video its own audience
+						tab.insert(v, u+"@"+v, 0) // each video its own audience
 					}
 					if i%1000 == 999 {
 						writeAll(tab) // the batches a node cuts meanwhile
@@ -721,14 +721,14 @@ func BenchmarkUniqueInsert(b *testing.B) {
 		videos := userNames("video-", 1024)
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			tab.insert(videos[i%len(videos)], users[(i/len(videos))%len(users)])
+			tab.insert(videos[i%len(videos)], users[(i/len(videos))%len(users)], 0)
 		}
 	})
 	b.Run("hot-video", func(b *testing.B) {
 		tab := newUniqueTable()
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			tab.insert("hot", users[i%len(users)])
+			tab.insert("hot", users[i%len(users)], 0)
 		}
 	})
 	b.Run("hot-video-parallel", func(b *testing.B) {
@@ -736,7 +736,7 @@ func BenchmarkUniqueInsert(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for i := 0; pb.Next(); i++ {
-				tab.insert("hot", users[i%len(users)])
+				tab.insert("hot", users[i%len(users)], 0)
 			}
 		})
 	})
@@ -749,7 +749,7 @@ func BenchmarkUniquePrepare(b *testing.B) {
 		b.Run(fmt.Sprintf("viewers=%d", n), func(b *testing.B) {
 			tab := newUniqueTable()
 			for _, u := range userNames("user-", n) {
-				tab.insert("v", u)
+				tab.insert("v", u, 0)
 			}
 			keys := tab.keys()
 			writes := make([]chunkWrite, len(keys))
@@ -773,7 +773,7 @@ func BenchmarkUniqueEstimate(b *testing.B) {
 	for _, n := range []int{100, 1_000_000} {
 		tab := newUniqueTable()
 		for _, u := range userNames("user-", n) {
-			tab.insert("v", u)
+			tab.insert("v", u, 0)
 		}
 		sk := tab.shard("v").m["v"]
 		b.Run(fmt.Sprintf("viewers=%d/cached", n), func(b *testing.B) {
@@ -793,4 +793,123 @@ func BenchmarkUniqueEstimate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestUniqueCheckpointsRecoverDurable: with chunk writes deferred to
+// checkpoints, whatever batches are cut, fail or succeed, however the
+// clock moves (views ingested late, before a checkpoint started), a crash
+// at any point recovers every durable register: the chunks written by
+// successful batches, and the counted views of successful batches ingested
+// since the last recorded mark replayed into them, hold every register of
+// every view and replicated chunk a successful batch made durable.
+func TestUniqueCheckpointsRecoverDurable(t *testing.T) {
+	videos := []string{"a", "b", "c"}
+	type view struct {
+		video, user string
+		at          int64
+	}
+	type chunk struct {
+		video string
+		c     int
+		regs  [crdt.HLLChunkRegisters]uint8
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		tab := newUniqueTable()
+		tab.deferLocal = true
+		var nowMs, mark int64 // the node's clock; the last mark a successful batch recorded
+		stored := map[crdt.Key][crdt.HLLChunkRegisters]uint8{}
+		var pendingViews, durableViews []view
+		var pendingChunks, durableChunks []chunk
+		for range rapid.IntRange(1, 40).Draw(t, "ops") {
+			video := rapid.SampledFrom(videos).Draw(t, "video")
+			switch rapid.IntRange(0, 3).Draw(t, "op") {
+			case 0, 1: // views, ingested now or a while ago (the clock went back)
+				at := nowMs
+				if rapid.Bool().Draw(t, "late") {
+					at -= rapid.Int64Range(1, 60_000).Draw(t, "back")
+				}
+				for _, u := range userNames(rapid.StringMatching(`[a-z]{1,3}`).Draw(t, "prefix"), rapid.IntRange(1, 200).Draw(t, "n")) {
+					tab.insert(video, u, at)
+					pendingViews = append(pendingViews, view{video, u, at})
+				}
+			case 2: // a replicated chunk
+				ch := chunk{video: video, c: rapid.IntRange(0, crdt.HLLChunks-1).Draw(t, "chunk")}
+				for range rapid.IntRange(1, 20).Draw(t, "set") {
+					ch.regs[rapid.IntRange(0, crdt.HLLChunkRegisters-1).Draw(t, "off")] = rapid.Uint8Range(1, crdt.HLLMaxRho).Draw(t, "rho")
+				}
+				if _, err := tab.merge(crdt.UniqueKey(video, ch.c), crdt.ChunkState(&ch.regs)); err != nil {
+					t.Fatal(err)
+				}
+				pendingChunks = append(pendingChunks, ch)
+			case 3: // a batch, cut at nowMs
+				_, written, _ := tab.prepare(nil)
+				_, cp := tab.checkpoint(nil, nowMs, len(written))
+				if rapid.Bool().Draw(t, "fail") {
+					tab.requeue(written)
+					tab.reowe(cp)
+					pendingViews, pendingChunks = nil, nil // never acknowledged
+				} else {
+					tab.settle(written)
+					put := func(k crdt.Key, regs *[crdt.HLLChunkRegisters]uint8) {
+						s := stored[k]
+						for j, r := range regs {
+							s[j] = max(s[j], r)
+						}
+						stored[k] = s
+					}
+					for _, w := range written {
+						if w.wrote {
+							put(w.key, &w.regs)
+						}
+					}
+					for _, k := range cp.keys { // written as they were at the cut
+						put(k, liveRegs(tab, k))
+					}
+					if cp.mark {
+						mark = tab.cycleStartMs.Load()
+					}
+					durableViews = append(durableViews, pendingViews...)
+					durableChunks = append(durableChunks, pendingChunks...)
+					pendingViews, pendingChunks = nil, nil
+				}
+				nowMs += rapid.Int64Range(0, 40_000).Draw(t, "elapse")
+			}
+			// A crash now: what a restart recovers, against what was durable.
+			durable, recovered := refSketches{}, refSketches{}
+			for _, v := range durableViews {
+				durable.insert(v.video, v.user)
+				if v.at >= mark {
+					recovered.insert(v.video, v.user)
+				}
+			}
+			for _, ch := range durableChunks {
+				durable.merge(ch.video, ch.c, &ch.regs)
+			}
+			for k, regs := range stored {
+				video, c, _ := crdt.ParseUniqueKey(k)
+				recovered.merge(video, c, &regs)
+			}
+			for video, regs := range durable {
+				got := recovered.regs(video)
+				for i, r := range regs {
+					if got[i] < r {
+						t.Fatalf("video %s register %d: %d recovered, %d durable (mark %d, now %d)", video, i, got[i], r, mark, nowMs)
+					}
+				}
+			}
+		}
+	})
+}
+
+// liveRegs is chunk k's registers in tab now.
+func liveRegs(tab *uniqueTable, k crdt.Key) *[crdt.HLLChunkRegisters]uint8 {
+	video, c, _ := crdt.ParseUniqueKey(k)
+	s := tab.shard(video)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var regs [crdt.HLLChunkRegisters]uint8
+	if sk := s.m[video]; sk != nil {
+		sk.chunk(c, &regs)
+	}
+	return &regs
 }

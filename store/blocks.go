@@ -42,11 +42,21 @@ const (
 	minEventBytes = 8
 )
 
-// MaxBlockBytes bounds a block's value: an element that would take a block
-// past it starts the next one. It is below Badger's value threshold (Open),
-// so blocks live in the LSM tree and go by TTL in compaction, as single
-// records do; about 30 events or 40 claims of 10-byte IDs fit in one.
+// MaxBlockBytes bounds the value of a claim block or a counter-log record:
+// an element that would take a block past it starts the next one. It is
+// below Badger's value threshold (Open), so these blocks live in the LSM
+// tree; about 40 claims of 10-byte IDs fit in one.
 const MaxBlockBytes = 1000
+
+// MaxEventBlockBytes bounds an event block's value the same way: about
+// 1,000 events of 10-byte IDs, one large ingest call. A block over Badger's
+// value threshold (1 KiB) goes to the value log, written once, with only a
+// pointer in the LSM tree: compactions, which rewrite the tree level after
+// level, then move pointers instead of the event log itself (issue 9: they
+// took 40% of the CPU of sustained batch ingest). Blocks of fewer events
+// (single views of one group commit and millisecond) stay in the tree.
+// Expired events leave the value log by Sweeper and CollectValueLog.
+const MaxEventBlockBytes = 32 << 10
 
 // blockBuilder holds the closed blocks and the open one of a builder: a tag
 // byte, a u32 BE count (written at close), then the elements.
@@ -59,15 +69,15 @@ type blockBuilder struct {
 }
 
 // open makes room for one element of need bytes at most, closing the open
-// block if it would pass MaxBlockBytes, and returns the open block.
-func (b *blockBuilder) open(tag byte, need int) []byte {
-	if b.buf != nil && len(b.buf)+need > MaxBlockBytes {
+// block if it would pass limit bytes, and returns the open block.
+func (b *blockBuilder) open(tag byte, need, limit int) []byte {
+	if b.buf != nil && len(b.buf)+need > limit {
 		b.close()
 	}
 	if b.buf == nil {
-		b.buf = make([]byte, blockHeader, min(max(b.hint, 64), MaxBlockBytes))
+		b.buf = make([]byte, blockHeader, min(max(b.hint, 64), limit))
 		b.buf[0] = tag
-		b.hint -= MaxBlockBytes
+		b.hint -= limit
 	}
 	return b.buf
 }
@@ -97,7 +107,7 @@ func (b *blockBuilder) values() [][]byte {
 }
 
 // EventBlock gathers raw events that share an ingest time and a replica into
-// as few records as MaxBlockBytes allows. The zero value is empty and ready
+// as few records as MaxEventBlockBytes allows. The zero value is empty and ready
 // to use; it is not safe for concurrent use.
 type EventBlock struct{ b blockBuilder }
 
@@ -110,7 +120,7 @@ func (b *EventBlock) Len() int { return b.b.all }
 
 // Add appends one event.
 func (b *EventBlock) Add(video, event, user string, clientMs int64, fate Fate) {
-	buf := b.b.open(eventBlockTag, 1+stringLen(video)+stringLen(event)+stringLen(user)+binary.MaxVarintLen64)
+	buf := b.b.open(eventBlockTag, 1+stringLen(video)+stringLen(event)+stringLen(user)+binary.MaxVarintLen64, MaxEventBlockBytes)
 	buf = append(buf, byte(fate))
 	buf = appendString(buf, video)
 	buf = appendString(buf, event)
@@ -300,7 +310,7 @@ func (b *ClaimBlock) Len() int { return b.b.all }
 // Add appends the claim of k made at ingestMs. Every claim of a block must
 // be in the window its Mutations name.
 func (b *ClaimBlock) Add(k ClaimKey, ingestMs int64) {
-	buf := b.b.open(claimBlockTag, stringLen(k.Video)+stringLen(k.User)+stringLen(k.Event)+binary.MaxVarintLen64)
+	buf := b.b.open(claimBlockTag, stringLen(k.Video)+stringLen(k.User)+stringLen(k.Event)+binary.MaxVarintLen64, MaxBlockBytes)
 	buf = appendString(buf, k.Video)
 	buf = appendString(buf, k.User)
 	buf = appendString(buf, k.Event)

@@ -67,12 +67,13 @@ func TestEventBlockRoundTrip(t *testing.T) {
 	}
 }
 
-// TestEventBlockSplit: an event that would take a block past MaxBlockBytes
-// starts the next, and every event comes back once, in order.
+// TestEventBlockSplit: an event that would take a block past
+// MaxEventBlockBytes starts the next, and every event comes back once, in
+// order.
 func TestEventBlockSplit(t *testing.T) {
 	s := memStore(t)
 	long := strings.Repeat("x", 120)
-	const n = 2 * MaxBlockBytes / 200
+	const n = 2 * MaxEventBlockBytes / 200
 	var blk EventBlock
 	for i := range n {
 		blk.Add(fmt.Sprintf("%s%06d", long, i), "view", long, int64(i), FateCounted)
@@ -82,7 +83,7 @@ func TestEventBlockSplit(t *testing.T) {
 		t.Fatalf("%d blocks for %d events; want them split", len(muts), n)
 	}
 	for _, m := range muts {
-		if len(m.Value) > MaxBlockBytes {
+		if len(m.Value) > MaxEventBlockBytes {
 			t.Fatalf("block of %d bytes", len(m.Value))
 		}
 	}

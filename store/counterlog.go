@@ -53,7 +53,7 @@ func (l *CounterLog) Add(k crdt.Key, state []byte, expiresMs int64) bool {
 	if len(state) > maxLogState || len(state) == 0 || expiresMs < 0 {
 		return false
 	}
-	buf := l.b.open(counterLogTag, stringLen(k.Video)+stringLen(k.Event)+binary.MaxVarintLen64+binary.MaxVarintLen16+len(state))
+	buf := l.b.open(counterLogTag, stringLen(k.Video)+stringLen(k.Event)+binary.MaxVarintLen64+binary.MaxVarintLen16+len(state), MaxBlockBytes)
 	buf = appendString(buf, k.Video)
 	buf = appendString(buf, k.Event)
 	buf = binary.AppendUvarint(buf, uint64(expiresMs))

@@ -39,7 +39,11 @@
 //	                and may have acknowledged writes it never persisted
 //	"m" "retired"   the replica IDs given up after unclean shutdowns, oldest
 //	                first (u64 BE each); their claims are still here
-//	"m" "format"    schema version (u64 BE, now 5); a newer one is refused
+//	"m" "format"    schema version (u64 BE, now 6); a newer one is refused
+//	"m" "sketchmark" ingest ms (u64 BE) from which counted views of the raw
+//	                event log are replayed into the unique-viewer sketches at
+//	                start: chunks grown by local views are written at
+//	                checkpoints, not with every batch
 //	"m" "claimhigh" written by format 1 only; ignored (claims of live windows
 //	                are all loaded at start now)
 //

@@ -128,7 +128,7 @@ func FuzzDecodeStored(f *testing.F) {
 				}
 				again.Add(e.Video, e.Event, e.User, e.ClientMs, e.Fate)
 			}
-			if len(evs) > 0 && len(b) <= MaxBlockBytes-binary.MaxVarintLen64 {
+			if len(evs) > 0 && len(b) <= MaxEventBlockBytes-binary.MaxVarintLen64 {
 				if enc := again.Mutations(1, 2, func() uint64 { return 3 }, 0)[0].Value; !bytes.Equal(enc, b) {
 					t.Fatalf("event block round trip: %x vs %x", enc, b)
 				}

@@ -534,19 +534,26 @@ func TestForEachCounterParallel(t *testing.T) {
 // every event from there once; an error of fn stops it and is returned.
 func TestForEachEventParallel(t *testing.T) {
 	s := openSmallTables(t)
-	// Ingest calls at ms 0..399, of 500 events each: with 100-byte user IDs,
-	// 20 MB of blocks, more than two of Badger's 8 MB tables even once
-	// compaction has merged the small ones the flushes made.
-	const calls, per = 400, 500
+	// Ingest calls at ms 0..19,999, of 8 events each: with 100-byte user
+	// IDs, 20 MB of blocks, more than two of Badger's 8 MB tables even once
+	// compaction has merged the small ones the flushes made. (Blocks of
+	// larger calls go to the value log, leaving the tables too small to
+	// split.)
+	const calls, per = 20_000, 8
 	pad := strings.Repeat("x", 90)
 	seq := uint64(0)
+	var muts []Mutation
 	for ms := range int64(calls) {
 		var b EventBlock
 		for i := range per {
 			b.Add("video", "view", fmt.Sprintf("user-%d-%d-%s", ms, i, pad), ms, FateCounted)
 		}
-		if err := s.write(b.Mutations(ms, 7, func() uint64 { seq++; return seq }, time.Hour)); err != nil {
-			t.Fatal(err)
+		muts = append(muts, b.Mutations(ms, 7, func() uint64 { seq++; return seq }, time.Hour)...)
+		if len(muts) >= 500 || ms == calls-1 {
+			if err := s.write(muts); err != nil {
+				t.Fatal(err)
+			}
+			muts = muts[:0]
 		}
 	}
 	// Keys of other prefixes around them are not events.

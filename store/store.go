@@ -25,8 +25,13 @@ import (
 // a claim its node won alone while the event log outlives claims: the
 // counted event is its record (region's claimTable.inEvents), which a
 // version-4 reader would not load, and so would count a repeat again; a
-// version-4 directory needs nothing to become one.
-const formatVersion = 5
+// version-4 directory needs nothing to become one. Version 6 writes a
+// unique-viewer chunk grown by local views only at the next checkpoint, and
+// records under "m" "sketchmark" from which ingest time the counted events
+// must be replayed into the sketches at start, which a version-5 reader
+// would not do; a version-5 directory needs nothing to become one (every
+// chunk is in its entry: the mark is set at open).
+const formatVersion = 6
 
 // Options configures a Store.
 type Options struct {
@@ -39,6 +44,9 @@ type Options struct {
 	CacheBytes int64
 	// MemTableBytes is the size of one Badger memtable in bytes.
 	MemTableBytes int64
+	// ValueLogFileBytes is the size at which Badger starts a new value-log
+	// file (the unit value-log GC gives back). Default 64 MiB.
+	ValueLogFileBytes int64
 	// Logger receives Badger's warnings and errors. Nil discards them.
 	Logger *slog.Logger
 	// NewReplicaID, if set, draws replica IDs instead of crypto/rand (the
@@ -51,9 +59,10 @@ type Options struct {
 // compactors, Snappy off (values are small and compress poorly).
 func DefaultOptions(dir string) Options {
 	return Options{
-		Dir:           dir,
-		CacheBytes:    16 << 20,
-		MemTableBytes: 64 << 20,
+		Dir:               dir,
+		CacheBytes:        16 << 20,
+		MemTableBytes:     64 << 20,
+		ValueLogFileBytes: 64 << 20,
 	}
 }
 
@@ -74,6 +83,10 @@ type Store struct {
 
 // Open opens (creating if needed) the store described by o.
 func Open(o Options) (*Store, error) {
+	vlogBytes := o.ValueLogFileBytes
+	if vlogBytes == 0 {
+		vlogBytes = DefaultOptions("").ValueLogFileBytes
+	}
 	bo := badger.DefaultOptions(o.Dir).
 		WithInMemory(o.InMemory).
 		// Every Badger write request is fsynced to the write-ahead log of the
@@ -98,7 +111,7 @@ func Open(o Options) (*Store, error) {
 		WithBaseTableSize(8 << 20).
 		WithBlockCacheSize(o.CacheBytes).
 		WithIndexCacheSize(8 << 20).
-		WithValueLogFileSize(64 << 20).
+		WithValueLogFileSize(vlogBytes).
 		WithValueThreshold(1 << 10).
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
@@ -106,7 +119,8 @@ func Open(o Options) (*Store, error) {
 		WithMetricsEnabled(false).
 		WithLogger(badgerLogger{o.Logger})
 	if o.InMemory {
-		bo = bo.WithDir("").WithValueDir("")
+		// No value log in memory: every value must fit under the threshold.
+		bo = bo.WithDir("").WithValueDir("").WithValueThreshold(MaxEventBlockBytes + 1<<10)
 	}
 	db, err := badger.Open(bo)
 	if err != nil {
@@ -144,7 +158,35 @@ var (
 	metaDirty   = metaKey("dirty")
 	metaFormat  = metaKey("format")
 	metaRetired = metaKey("retired")
+	metaSketch  = metaKey("sketchmark")
 )
+
+// SketchMark is the ingest time (unix ms) from which counted views in the
+// raw event log may hold unique-viewer registers that are in no chunk entry
+// yet: a node replays them into its sketches at start. ok is false if none
+// was recorded (a new directory, or one of format 5 and older, whose
+// chunks are all in their entries).
+func (s *Store) SketchMark() (ms int64, ok bool, err error) {
+	v, ok, err := s.getUint64(metaSketch)
+	if err != nil {
+		return 0, false, fmt.Errorf("read sketch mark: %w", err)
+	}
+	return int64(v), ok, nil
+}
+
+// SetSketchMark records ms as the sketch mark, durably, now.
+func (s *Store) SetSketchMark(ms int64) error {
+	if err := s.setSync(metaSketch, binary.BigEndian.AppendUint64(nil, uint64(max(ms, 0)))); err != nil {
+		return fmt.Errorf("write sketch mark: %w", err)
+	}
+	return nil
+}
+
+// SketchMarkMutation records ms as the sketch mark in a batch: the batch
+// that writes the last chunks a checkpoint owed.
+func SketchMarkMutation(ms int64) Mutation {
+	return Mutation{Key: metaSketch, Value: binary.BigEndian.AppendUint64(nil, uint64(max(ms, 0)))}
+}
 
 func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
 

@@ -107,7 +107,11 @@ func joinCluster(ctx context.Context, node *region.Node, cfg region.Config, c cl
 			log.Info("joined cluster", "contacted", n)
 		}
 	}
-	node.SetPeers(peersOf(m.Members()))
+	// The peer list reaches the node only through onChange, from the one
+	// goroutine that watches Serf: applying a snapshot here as well could
+	// land after a newer list from there, and leave a live peer out of
+	// replication until the next membership change (a rolling-restart
+	// drill waited 60 s for such a peer).
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -97,6 +97,13 @@ type Config struct {
 // reconnectInterval is how often Serf dials members it has marked failed.
 const reconnectInterval = 5 * time.Second
 
+// reconcileInterval is how often the member list is read from Serf again
+// even without an event: Serf changes a member's status on some messages
+// without emitting one (a leave intent marks it leaving, a refuting join
+// marks it alive again), and a list that stayed stale would keep a live
+// peer out of replication until the next membership change.
+const reconcileInterval = time.Second
+
 // Membership is a running Serf member. It is safe for concurrent use.
 type Membership struct {
 	serf     *serf.Serf
@@ -225,12 +232,16 @@ func (m *Membership) watch() {
 	defer close(m.done)
 	shutdown := m.serf.ShutdownCh()
 	m.refresh()
+	tick := time.NewTicker(reconcileInterval)
+	defer tick.Stop()
 	for {
 		select {
 		case e := <-m.events:
 			if _, ok := e.(serf.MemberEvent); ok {
 				m.refresh()
 			}
+		case <-tick.C:
+			m.refresh()
 		case <-shutdown:
 			return
 		}

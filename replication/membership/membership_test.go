@@ -225,3 +225,22 @@ func readKeyring(t *testing.T, path string) []string {
 	}
 	return keys
 }
+
+// TestListReconciledWithoutEvents: a member list that went stale without a
+// Serf event (Serf changes some statuses silently) is read again and
+// reported within a reconcile tick.
+func TestListReconciledWithoutEvents(t *testing.T) {
+	a, recA := start(t, "a", "us", key)
+	b, _ := start(t, "b", "eu", key)
+	if _, err := a.Join([]string{b.GossipAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a to see b", func() bool { return aliveCount(recA.get()) == 2 })
+	// What a silent change in Serf looks like from here: the list a last
+	// reported no longer matches Serf, and no event comes.
+	a.mu.Lock()
+	a.members = a.members[:1]
+	a.mu.Unlock()
+	recA.set(nil)
+	eventually(t, "the list reported again", func() bool { return aliveCount(recA.get()) == 2 })
+}

@@ -21,7 +21,7 @@ func TestCounterLogCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.counters.log.epochRecords = 1024 // an epoch in every few rounds
+	n.counters.log.epochRecords = 512 // an epoch in every few rounds
 	const videos, rounds = 1000, 58
 	maxRecords, lastRecords, checkpoints := 0, 0, 0
 	for r := range rounds {

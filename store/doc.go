@@ -20,7 +20,9 @@
 //	                                           claims: otherwise a counted event ('e') is the
 //	                                           record of the claim it won
 //	'l' seq(u64 BE)                             counter log: the counter states of one group
-//	                                           commit, many per record (CounterLog), each a
+//	                                           commit, many per record (CounterLog; a state
+//	                                           may refer to the video, event and state of an
+//	                                           earlier one), each a
 //	                                           newer state of its 'c' entry until checkpointed
 //	                                           there; merged into the 'c' entries at start
 //	                                           (ReplayCounterLog)

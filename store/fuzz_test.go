@@ -44,6 +44,7 @@ func FuzzDecodeStored(f *testing.F) {
 	cl.Add(crdt.Key{Video: "w", Event: "like"}, lv, 0)
 	f.Add(cl.Mutations(func() uint64 { return 1 })[0].Value)
 	f.Add([]byte{counterLogTag, 0xff, 0xff, 0xff, 0xff})
+	f.Add(append([]byte{counterLogTagV6, 0, 0, 0, 1, 1, 'v', 4, 'v', 'i', 'e', 'w', 0, byte(len(lv))}, lv...)) // format 6
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Counter log records: whatever decodes re-encodes to records that
 		// decode to the same states.

@@ -30,8 +30,12 @@ import (
 // records under "m" "sketchmark" from which ingest time the counted events
 // must be replayed into the sketches at start, which a version-5 reader
 // would not do; a version-5 directory needs nothing to become one (every
-// chunk is in its entry: the mark is set at open).
-const formatVersion = 6
+// chunk is in its entry: the mark is set at open). Version 7 writes counter
+// log records whose states refer to the video, event and state of earlier
+// states of the record (counterLogTag), which a version-6 reader would
+// refuse as corrupt; a version-6 directory needs nothing to become one (its
+// records, counterLogTagV6, are still read).
+const formatVersion = 7
 
 // Options configures a Store.
 type Options struct {

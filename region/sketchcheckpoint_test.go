@@ -168,3 +168,89 @@ func TestSketchCheckpoints(t *testing.T) {
 	}
 	closeNode(t, n)
 }
+
+// TestSketchCheckpointPace: a checkpoint of many owed chunks writes
+// sketchSliceMin of them in its first batch, then as many as its pace
+// allows for the time since the last batch (plus what grew), not
+// sketchSliceMin in every batch; it is done, and moves the mark, once its
+// pace has covered the list.
+func TestSketchCheckpointPace(t *testing.T) {
+	st, clock, cfg := crashConfig(t)
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeNode(t, n)
+	submit := func(views ...View) {
+		t.Helper()
+		p, err := n.SubmitViews(views)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			done, err := p.Done()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done {
+				return
+			}
+			n.StepCommit()
+		}
+	}
+	stored := func() int {
+		t.Helper()
+		c := 0
+		if err := st.ForEachCounter(func(k crdt.Key, _ crdt.PNCounter) error {
+			if k.IsUnique() {
+				c++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	submit(View{Video: "first", User: "u"}) // the start's checkpoint: nothing owed yet
+	var views []View
+	for v := range 200 {
+		for u := range 40 {
+			views = append(views, View{Video: fmt.Sprintf("v%d", v), User: fmt.Sprintf("u%d", u)})
+		}
+	}
+	submit(views...)
+	owed := n.uniques.owed.len()
+	if owed < 4*sketchSliceMin {
+		t.Fatalf("%d chunks owed; want several slices' worth", owed)
+	}
+	base := stored()
+
+	clock.Advance(sketchCheckpointEvery * time.Millisecond)
+	cpStart := clock.Now().UnixMilli()
+	submit(View{Video: "first", User: "u2"}) // grows at most one chunk
+	if got := stored() - base; got < sketchSliceMin || got > sketchSliceMin+1 {
+		t.Fatalf("first batch of the checkpoint wrote %d chunks; want %d", got, sketchSliceMin)
+	}
+	// Batches 1 ms apart: each writes its share of the pace, about 10.
+	for i := range 5 {
+		before := stored()
+		clock.Advance(time.Millisecond)
+		submit(View{Video: "first", User: fmt.Sprintf("w%d", i)})
+		perMs := float64(sketchSliceMin) / sketchSlicePeriodMs
+		if got := stored() - before; float64(got) > perMs+2 {
+			t.Fatalf("a batch 1 ms after the last wrote %d chunks; want at most about %.0f", got, perMs)
+		}
+	}
+	if ms, _, _ := st.SketchMark(); ms == cpStart {
+		t.Fatal("the checkpoint is done after a few batches; want it paced")
+	}
+	// Enough time for the pace to cover the list: the next batch ends it.
+	clock.Advance(time.Duration(owed/sketchSliceMin+1) * sketchSlicePeriodMs * time.Millisecond)
+	submit(View{Video: "first", User: "last"})
+	if ms, ok, err := st.SketchMark(); err != nil || !ok || ms != cpStart {
+		t.Fatalf("mark %d, %v, %v; want the checkpoint's start %d", ms, ok, err, cpStart)
+	}
+	if n.uniques.owes(clock.Now().UnixMilli()) {
+		t.Fatal("chunks still owed after the checkpoint")
+	}
+}

@@ -44,9 +44,9 @@ const uniqueSparseMax = 2048
 // views logged since the sketch mark into its sketches at start (Open).
 // Such chunks are owed, and a checkpoint writes them: every
 // sketchCheckpointEvery it takes the list of owed chunks, writes them over
-// the next batches (a slice per batch, at least as many as grew in it, so
-// that it keeps up), and with the last ones records its start as the new
-// mark. A
+// the next batches at a pace (sketchSliceMin; in any batch at least as
+// many as grew in it, so that it keeps up), and with the last ones records
+// its start as the new mark. A
 // chunk grown by replication, or by a view ingested before the checkpoint
 // in progress started (which the new mark would not replay), is written
 // with its batch (forced). Spread batches wrote one chunk per view (issue 9:

@@ -27,25 +27,7 @@ func TestSketchCheckpoints(t *testing.T) {
 		}
 		return n
 	}
-	// submit ingests views as one call and steps the committer until they
-	// are durable.
-	submit := func(n *Node, views ...View) {
-		t.Helper()
-		p, err := n.SubmitViews(views)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			done, err := p.Done()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if done {
-				return
-			}
-			n.StepCommit()
-		}
-	}
+	submit := func(n *Node, views ...View) { t.Helper(); submitDurable(t, n, views...) }
 	storedChunks := func() map[crdt.Key]bool {
 		t.Helper()
 		m := map[crdt.Key]bool{}
@@ -181,23 +163,7 @@ func TestSketchCheckpointPace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeNode(t, n)
-	submit := func(views ...View) {
-		t.Helper()
-		p, err := n.SubmitViews(views)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			done, err := p.Done()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if done {
-				return
-			}
-			n.StepCommit()
-		}
-	}
+	submit := func(views ...View) { t.Helper(); submitDurable(t, n, views...) }
 	stored := func() int {
 		t.Helper()
 		c := 0
@@ -252,5 +218,25 @@ func TestSketchCheckpointPace(t *testing.T) {
 	}
 	if n.uniques.owes(clock.Now().UnixMilli()) {
 		t.Fatal("chunks still owed after the checkpoint")
+	}
+}
+
+// submitDurable ingests views as one call on n (a node with ManualCommit)
+// and steps its committer until they are durable.
+func submitDurable(t *testing.T, n *Node, views ...View) {
+	t.Helper()
+	p, err := n.SubmitViews(views)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		done, err := p.Done()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			return
+		}
+		n.StepCommit()
 	}
 }

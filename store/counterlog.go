@@ -149,12 +149,7 @@ func decodeCounterLog(v []byte, fn func(k crdt.Key, c crdt.PNCounter, expiresMs 
 	if err != nil {
 		return err
 	}
-	type state struct {
-		k   crdt.Key
-		c   crdt.PNCounter
-		exp int64
-	}
-	states := make([]state, n)
+	states := make([]logState, n)
 	r := blockReader{v: v, off: blockHeader}
 	var names []logName
 	for i := range states {
@@ -205,8 +200,21 @@ func decodeCounterLog(v []byte, fn func(k crdt.Key, c crdt.PNCounter, expiresMs 
 			return r.err
 		}
 	}
-	if r.off != len(v) {
-		return fmt.Errorf("%w: counter log: %d bytes after the last state", ErrCorrupt, len(v)-r.off)
+	return emitLogStates(&r, states, fn)
+}
+
+// logState is one state of a counter log record, decoded.
+type logState struct {
+	k   crdt.Key
+	c   crdt.PNCounter
+	exp int64
+}
+
+// emitLogStates checks that r, having read states, is at the end of its
+// record, then calls fn with each state in order until it returns an error.
+func emitLogStates(r *blockReader, states []logState, fn func(k crdt.Key, c crdt.PNCounter, expiresMs int64) error) error {
+	if r.off != len(r.v) {
+		return fmt.Errorf("%w: counter log: %d bytes after the last state", ErrCorrupt, len(r.v)-r.off)
 	}
 	for _, s := range states {
 		if err := fn(s.k, s.c, s.exp); err != nil {
@@ -232,12 +240,7 @@ func decodeCounterLogV6(v []byte, fn func(k crdt.Key, c crdt.PNCounter, expiresM
 	if err != nil {
 		return err
 	}
-	type state struct {
-		k   crdt.Key
-		c   crdt.PNCounter
-		exp int64
-	}
-	states := make([]state, n)
+	states := make([]logState, n)
 	r := blockReader{v: v, off: blockHeader}
 	for i := range states {
 		s := &states[i]
@@ -261,15 +264,7 @@ func decodeCounterLogV6(v []byte, fn func(k crdt.Key, c crdt.PNCounter, expiresM
 		r.off += int(size)
 		s.exp = int64(exp)
 	}
-	if r.off != len(v) {
-		return fmt.Errorf("%w: counter log: %d bytes after the last state", ErrCorrupt, len(v)-r.off)
-	}
-	for _, s := range states {
-		if err := fn(s.k, s.c, s.exp); err != nil {
-			return err
-		}
-	}
-	return nil
+	return emitLogStates(&r, states, fn)
 }
 
 // CounterLogDeletes are the writes that delete the log records named by

@@ -35,7 +35,7 @@ func (n *Node) startSweeps() {
 		t := time.NewTicker(sweepInterval)
 		defer t.Stop()
 		// Batches even when idle while chunks wait for a unique-viewer
-		// checkpoint: it moves on a slice per batch (uniqueTable.checkpoint).
+		// checkpoint: it writes only in batches (uniqueTable.checkpoint).
 		kick := time.NewTicker(checkpointKickInterval)
 		defer kick.Stop()
 		n.sweep(ctx, w)

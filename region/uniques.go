@@ -552,7 +552,6 @@ func (t *uniqueTable) checkpoint(dst []store.Mutation, nowMs int64, grown int) (
 		t.cycleBudget += t.cycleRate * float64(nowMs-t.cycleLastMs)
 		t.cycleLastMs = nowMs
 	}
-	t.cycleBudget = min(t.cycleBudget, float64(len(t.cycle)))
 	n := min(len(t.cycle), max(int(t.cycleBudget), grown))
 	t.cycleBudget = max(0, t.cycleBudget-float64(n))
 	var regs [crdt.HLLChunkRegisters]uint8

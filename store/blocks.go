@@ -162,9 +162,12 @@ func (b *blockBuilder) mutations(prefix byte, at uint64, replica crdt.ReplicaID,
 }
 
 // stringLen is the encoded size of s: a uvarint length, then its bytes.
-func stringLen(s string) int {
-	n := len(s) + 1
-	for x := len(s); x >= 0x80; x >>= 7 {
+func stringLen(s string) int { return uvarintLen(uint64(len(s))) + len(s) }
+
+// uvarintLen is the length of x's uvarint encoding.
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
 		n++
 	}
 	return n

@@ -224,15 +224,6 @@ func emitLogStates(r *blockReader, states []logState, fn func(k crdt.Key, c crdt
 	return nil
 }
 
-// uvarintLen is the length of x's uvarint encoding.
-func uvarintLen(x uint64) int {
-	n := 1
-	for ; x >= 0x80; x >>= 7 {
-		n++
-	}
-	return n
-}
-
 // decodeCounterLogV6 is decodeCounterLog of a format-6 record: every state
 // written out in full.
 func decodeCounterLogV6(v []byte, fn func(k crdt.Key, c crdt.PNCounter, expiresMs int64) error) error {

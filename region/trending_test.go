@@ -227,14 +227,17 @@ type errorer interface {
 	Errorf(format string, args ...any)
 }
 
-// checkTrendInvariants checks that no sum or bucket value is zero and that
-// len counts the values held.
+// checkTrendInvariants checks that no sum or bucket value is zero, that len
+// counts the values held, and that each shard's video table numbers exactly
+// the videos its values and sums hold, each with as many refs as holders.
 func checkTrendInvariants(t errorer, tr *trendTracker) {
 	t.Helper()
 	n := 0
 	for i := range tr.shards {
 		sh := &tr.shards[i]
 		sh.mu.Lock()
+		vt := sh.videos
+		holders := make(map[uint32]uint32)
 		for key, s := range sh.series {
 			for idx, bucket := range s.buckets {
 				if len(bucket) == 0 {
@@ -242,17 +245,32 @@ func checkTrendInvariants(t errorer, tr *trendTracker) {
 				}
 				for v, x := range bucket {
 					if x == 0 {
-						t.Errorf("%v bucket %d video %s: zero value kept", key, idx, v)
+						t.Errorf("%v bucket %d video %q: zero value kept", key, idx, vt.names[v])
 					}
+					holders[v]++
 				}
 				n += len(bucket)
 			}
 			for _, w := range s.wins {
 				for v, x := range w.sums {
 					if x == 0 {
-						t.Errorf("%v window %s video %s: zero sum kept", key, tr.windows[w.id].Name, v)
+						t.Errorf("%v window %s video %q: zero sum kept", key, tr.windows[w.id].Name, vt.names[v])
 					}
+					holders[v]++
 				}
+			}
+		}
+		if len(vt.ids) != len(holders) || len(vt.names) != len(vt.refs) || len(vt.names) != len(vt.ids)+len(vt.free) {
+			t.Errorf("shard %d: %d videos numbered, %d held, %d numbers of which %d free", i, len(vt.ids), len(holders), len(vt.names), len(vt.free))
+		}
+		for id, name := range vt.names {
+			switch want := holders[uint32(id)]; {
+			case vt.refs[id] != want:
+				t.Errorf("shard %d video %d %q: %d refs, held %d times", i, id, name, vt.refs[id], want)
+			case want > 0 && (name == "" || vt.ids[name] != uint32(id)):
+				t.Errorf("shard %d video %d: held, but named %q, numbered %d", i, id, name, vt.ids[name])
+			case want == 0 && name != "":
+				t.Errorf("shard %d video %d: not held, but still named %q", i, id, name)
 			}
 		}
 		sh.mu.Unlock()
@@ -392,6 +410,63 @@ func TestTrendCompactsIdleVideos(t *testing.T) {
 	}
 	if l := tr.len(); l != 1 {
 		t.Errorf("len = %d, want 1", l)
+	}
+	checkTrendInvariants(t, tr)
+}
+
+// TestTrendVideoNumbers: a video's number is freed with the last bucket
+// value and window sum that holds it, and reused: bursts of new videos that
+// leave the windows in turn leave nothing numbered, and a shard's table
+// grows no larger than the most videos it held at once.
+func TestTrendVideoNumbers(t *testing.T) {
+	tr := newTrendTracker(nil)
+	const burst = 2000
+	day := 24 * time.Hour.Milliseconds()
+	var peak [trendShards]int // most videos a shard held at the end of a round
+	for round := range 4 {
+		now := trendT0 + int64(round)*8*day // past the 7d window of the round before
+		for i := range burst {
+			video := "r" + strconv.Itoa(round) + "-v" + strconv.Itoa(i)
+			for _, res := range crdt.Resolutions {
+				tr.observe(crdt.BucketKey{Video: video, Event: EventView, Res: res, Index: res.Index(now)}, uint64(i+1), now)
+			}
+		}
+		// A value taken back to zero frees nothing that a window still holds.
+		tr.observe(crdt.BucketKey{Video: "r" + strconv.Itoa(round) + "-v0", Event: EventView, Res: crdt.Minute, Index: crdt.Minute.Index(now)}, 0, now)
+		checkTrendInvariants(t, tr)
+		held := 0
+		for i := range tr.shards {
+			vt := tr.shards[i].videos
+			held += len(vt.ids)
+			peak[i] = max(peak[i], len(vt.ids))
+			// A shard's first video of a round is numbered before the
+			// series of its other resolutions let go of the last round's.
+			if len(vt.names) > peak[i]+1 {
+				t.Errorf("round %d shard %d: %d numbers for at most %d videos held", round, i, len(vt.names), peak[i])
+			}
+		}
+		if held != burst {
+			t.Fatalf("round %d: %d videos numbered, want %d (v0 is still in its hour and day)", round, held, burst)
+		}
+		got, err := tr.top(EventView, "7d", 1, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "r" + strconv.Itoa(round) + "-v" + strconv.Itoa(burst-1); len(got) != 1 || got[0].Video != want {
+			t.Errorf("round %d: top 7d = %v, want %s", round, got, want)
+		}
+	}
+	// Past every window, through queries alone (top advances the series).
+	later := trendT0 + 40*day
+	for _, w := range DefaultTopWindows {
+		if got, err := tr.top(EventView, w.Name, 10, later); err != nil || len(got) != 0 {
+			t.Fatalf("top %s long after: %v, %v; want nothing", w.Name, got, err)
+		}
+	}
+	for i := range tr.shards {
+		if n := len(tr.shards[i].videos.ids); n != 0 {
+			t.Errorf("shard %d: %d videos still numbered after every window passed", i, n)
+		}
 	}
 	checkTrendInvariants(t, tr)
 }

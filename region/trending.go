@@ -94,7 +94,9 @@ type trendShard struct {
 // video up once by string, here.
 //
 // A number lives while a bucket value or a window sum holds it (refs), and
-// is then reused.
+// is then reused. The ids map is rebuilt smaller after a burst of videos has
+// left (unref); names and refs keep their longest length, 20 bytes per
+// number, for the numbers later videos take.
 type videoTable struct {
 	ids   map[string]uint32 // video → number
 	names []string          // number → video; "" while free

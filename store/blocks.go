@@ -240,8 +240,11 @@ func (r *blockReader) byte() byte {
 func (r *blockReader) id() string { return r.str(1) }
 
 // str reads one length-prefixed string of minLen..maxIDLen bytes.
-func (r *blockReader) str(minLen uint64) string {
-	n := r.uvarint()
+func (r *blockReader) str(minLen uint64) string { return r.strOf(r.uvarint(), minLen) }
+
+// strOf reads the n bytes of a string of minLen..maxIDLen bytes whose length
+// n was read already.
+func (r *blockReader) strOf(n, minLen uint64) string {
 	if r.err != nil {
 		return ""
 	}

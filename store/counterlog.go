@@ -157,8 +157,7 @@ func decodeCounterLog(v []byte, fn func(k crdt.Key, c crdt.PNCounter, expiresMs 
 		switch n := r.uvarint(); {
 		case r.err != nil:
 		case n > 0:
-			r.off -= uvarintLen(n) // read it again, as the ID's length
-			s.k.Video = r.id()
+			s.k.Video = r.strOf(n, 1)
 		case i == 0:
 			r.fail("no video to refer to")
 		default:

@@ -173,12 +173,7 @@ func isCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }
 // states decoded from one encoding are not shared (a replay merges into
 // them).
 func TestCounterLogRefersBack(t *testing.T) {
-	type logged struct {
-		k   crdt.Key
-		c   crdt.PNCounter
-		exp int64
-	}
-	var want []logged
+	var want []logState
 	var l CounterLog
 	v6 := []byte{counterLogTagV6, 0, 0, 0, 0}
 	v6n := 0
@@ -191,7 +186,7 @@ func TestCounterLogRefersBack(t *testing.T) {
 		if !l.Add(k, v, exp) {
 			t.Fatalf("add %s refused", k)
 		}
-		want = append(want, logged{k, c, exp})
+		want = append(want, logState{k, c, exp})
 		v6 = appendString(appendString(v6, k.Video), k.Event)
 		v6 = binary.AppendUvarint(v6, uint64(exp))
 		v6 = append(binary.AppendUvarint(v6, uint64(len(v))), v...)
@@ -228,10 +223,10 @@ func TestCounterLogRefersBack(t *testing.T) {
 		t.Errorf("%d records of %d bytes; format 6 took %d for the same states, want at most half", len(recs), size, len(v6))
 	}
 	for name, vals := range map[string][][]byte{"format 7": recs, "format 6": {v6}} {
-		var got []logged
+		var got []logState
 		for _, v := range vals {
 			err := decodeCounterLog(v, func(k crdt.Key, c crdt.PNCounter, exp int64) error {
-				got = append(got, logged{k, c, exp})
+				got = append(got, logState{k, c, exp})
 				return nil
 			})
 			if err != nil {

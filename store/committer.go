@@ -367,7 +367,9 @@ func (c *Committer) write(muts []Mutation) error { return c.store.write(muts) }
 func (s *Store) write(muts []Mutation) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
+	n := 0
 	for _, m := range muts {
+		n += len(m.Key) + len(m.Value)
 		var err error
 		switch {
 		case m.Delete:
@@ -384,5 +386,6 @@ func (s *Store) write(muts []Mutation) error {
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("write batch of %d: %w", len(muts), err)
 	}
+	s.advisor.wrote(n)
 	return nil
 }

@@ -83,6 +83,7 @@ type Store struct {
 	db         *badger.DB
 	newID      func() crdt.ReplicaID // nil: crypto/rand
 	syncWrites bool                  // Badger fsyncs each write itself (Open)
+	advisor    *logAdvisor           // keeps Badger's log maps off readahead (advise.go)
 }
 
 // Open opens (creating if needed) the store described by o.
@@ -130,7 +131,13 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger at %q: %w", o.Dir, err)
 	}
-	s := &Store{db: db, newID: o.NewReplicaID, syncWrites: !o.InMemory}
+	advisor, err := newLogAdvisor(o.Dir, o.InMemory, o.Logger)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	advisor.advise()
+	s := &Store{db: db, newID: o.NewReplicaID, syncWrites: !o.InMemory, advisor: advisor}
 	if err := s.checkFormat(); err != nil {
 		db.Close()
 		return nil, err

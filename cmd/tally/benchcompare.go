@@ -218,9 +218,13 @@ type cmpResult struct {
 	// run (upper bucket bound; 0 for other systems, or past the last bucket).
 	SlowestCommit time.Duration
 	ServerCPU     time.Duration // CPU time of the server process during the run
-	ServerP99     time.Duration // tally only: p99 by its own request histogram (upper bucket bound)
-	GenCPU        time.Duration // CPU time of this process (the generator)
-	FirstErr      string
+	// ServerDisk is the bytes the server process had written to storage
+	// during the run (write_bytes of /proc/PID/io: the page cache's
+	// writeback of its files, as the device received it); -1 if unknown.
+	ServerDisk int64
+	ServerP99  time.Duration // tally only: p99 by its own request histogram (upper bucket bound)
+	GenCPU     time.Duration // CPU time of this process (the generator)
+	FirstErr   string
 }
 
 func (r cmpResult) opsPerSec() float64   { return float64(r.Ops) / r.Elapsed.Seconds() }
@@ -417,8 +421,8 @@ func findResult(rs []cmpResult, mix, run, system string, paced float64) *cmpResu
 func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 	fmt.Fprintf(w, "\n== tally bench compare: %s per run, %d conns (batch: %d conns x %d views), %d videos + hot key, repeat %.2f, %d CPUs shared by servers and generator\n",
 		cfg.Duration, cfg.Conns, cfg.BatchConns, cfg.BatchSize, cfg.Videos, cfg.Repeat, runtime.NumCPU())
-	fmt.Fprintf(w, "%-7s %-8s %-11s %6s %11s %11s %8s %9s %9s %9s %9s %10s %10s %10s %7s %6s\n",
-		"mix", "run", "system", "conns", "ops/s", "views/s", "counted", "p50", "p99", "p999", "srv-p99≤", "srv-cores", "srv-µs/v", "gen-cores", "errors", "wrong")
+	fmt.Fprintf(w, "%-7s %-8s %-11s %6s %11s %11s %8s %9s %9s %9s %9s %10s %10s %9s %10s %7s %6s\n",
+		"mix", "run", "system", "conns", "ops/s", "views/s", "counted", "p50", "p99", "p999", "srv-p99≤", "srv-cores", "srv-µs/v", "srv-B/v", "gen-cores", "errors", "wrong")
 	// Rows in the order run, but a paced run after the closed-loop runs of
 	// its mix and kind (it ran right after tally's).
 	rows := slices.Clone(rs)
@@ -433,11 +437,16 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 		if r.PacedAt > 0 {
 			run += "@50%"
 		}
-		perView := 0.0
-		if r.Views > 0 {
-			perView = float64(r.ServerCPU.Microseconds()) / float64(r.Views)
-		} else if r.Ops > 0 {
-			perView = float64(r.ServerCPU.Microseconds()) / float64(r.Ops)
+		perView, per := 0.0, r.Views // CPU and disk per view, per op for reads
+		if per == 0 {
+			per = r.Ops
+		}
+		if per > 0 {
+			perView = float64(r.ServerCPU.Microseconds()) / float64(per)
+		}
+		disk := "-"
+		if r.ServerDisk >= 0 && per > 0 {
+			disk = strconv.FormatInt(r.ServerDisk/per, 10)
 		}
 		srvP99 := "-"
 		if r.ServerP99 > 0 {
@@ -451,9 +460,9 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 		if r.Views > 0 {
 			counted = strconv.FormatFloat(100*float64(r.Counted)/float64(r.Views), 'f', 1, 64) + "%"
 		}
-		fmt.Fprintf(w, "%-7s %-8s %-11s %6d %11.0f %11.0f %8s %9s %9s %9s %9s %10.2f %10.2f %10.2f %7d %6s\n",
+		fmt.Fprintf(w, "%-7s %-8s %-11s %6d %11.0f %11.0f %8s %9s %9s %9s %9s %10.2f %10.2f %9s %10.2f %7d %6s\n",
 			r.Mix, run, r.System, r.Conns, r.opsPerSec(), r.viewsPerSec(), counted, benchDur(r.P50), benchDur(r.P99), benchDur(r.P999), srvP99,
-			r.ServerCPU.Seconds()/r.Elapsed.Seconds(), perView, r.GenCPU.Seconds()/r.Elapsed.Seconds(), r.Errors, wrong)
+			r.ServerCPU.Seconds()/r.Elapsed.Seconds(), perView, disk, r.GenCPU.Seconds()/r.Elapsed.Seconds(), r.Errors, wrong)
 	}
 	fmt.Fprintln(w, "\nratios (ops/s):")
 	for _, mix := range cfg.Mixes {
@@ -499,6 +508,8 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 		fmt.Fprintln(w, "no run shares the cores with background work the run before left (Badger compactions, Redis's rewrite of its log).")
 	}
 	fmt.Fprintln(w, "srv-cores: CPU of the server process over the run (cores busy); srv-µs/v: its CPU per view (per op for reads);")
+	fmt.Fprintln(w, "srv-B/v: bytes the server process had the kernel write to storage during the run, per view (per op for reads):")
+	fmt.Fprintln(w, "its logs and fsyncs as the device got them (Redis's rewrite of its log, in a forked child, is not in it);")
 	fmt.Fprintln(w, "gen-cores: CPU of the load generator (this process), on the same cores. p50..p999: as the generator saw them;")
 	fmt.Fprintln(w, "echo: bare echo, fixed answers, no state; echo+commit: echo that logs each view as one raw event through tally's group")
 	fmt.Fprintln(w, "committer to Badger (fsync per group commit) before answering: the durable ceiling of a single view on this stack.")
@@ -697,7 +708,7 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 	if sys.metrics != "" {
 		hist0, commits0 = scrapeRun(sys.metrics, route, method)
 	}
-	srv0, gen0 := procCPU(sys.pid), procCPU(os.Getpid())
+	srv0, gen0, disk0 := procCPU(sys.pid), procCPU(os.Getpid()), procWriteBytes(sys.pid)
 	start := time.Now()
 	deadline := start.Add(rc.duration)
 	var issued atomic.Int64
@@ -748,7 +759,10 @@ func cmpRun(ctx context.Context, rc cmpRunConfig, sys cmpSystem) cmpResult {
 	wg.Wait()
 	elapsed := time.Since(start)
 	res := cmpResult{Mix: rc.mix.Name, Run: rc.run, System: sys.name, Conns: rc.conns, PacedAt: rc.pace, Elapsed: elapsed, Checked: sys.dedups,
-		ServerCPU: procCPU(sys.pid) - srv0, GenCPU: procCPU(os.Getpid()) - gen0}
+		ServerCPU: procCPU(sys.pid) - srv0, GenCPU: procCPU(os.Getpid()) - gen0, ServerDisk: -1}
+	if disk1 := procWriteBytes(sys.pid); disk0 >= 0 && disk1 >= disk0 {
+		res.ServerDisk = disk1 - disk0
+	}
 	if sys.metrics != "" {
 		hist1, commits1 := scrapeRun(sys.metrics, route, method)
 		res.ServerP99 = histogramQuantile(hist0, hist1, 0.99)
@@ -862,6 +876,25 @@ func cpuTimes() (busy, total int64, ok bool) {
 		}
 	}
 	return busy, total, true
+}
+
+// procWriteBytes is the write_bytes of process pid so far: what it had the
+// kernel write to storage (/proc/PID/io); -1 if unknown.
+func procWriteBytes(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }
 
 // procCPU is the user+system CPU time of process pid so far (0 if unknown).

@@ -554,8 +554,29 @@ func TestBenchProcStats(t *testing.T) {
 		}
 	}
 	_ = x
-	if procCPU(1<<30) != 0 || procRSS(1<<30) != 0 {
-		t.Error("readings of a process that does not exist are not 0")
+	if procCPU(1<<30) != 0 || procRSS(1<<30) != 0 || procWriteBytes(1<<30) != -1 {
+		t.Error("readings of a process that does not exist are not 0 (-1 for its disk writes)")
+	}
+	if w0 := procWriteBytes(os.Getpid()); w0 >= 0 {
+		// A file next to the test, not in TMPDIR, which may be in RAM.
+		f, err := os.CreateTemp(".", "procio-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(f.Name())
+		if _, err := f.Write(bytes.Repeat([]byte("x"), 256<<10)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		switch w1 := procWriteBytes(os.Getpid()); {
+		case w1 == w0:
+			t.Logf("write_bytes did not move over a written and fsynced file: this file system keeps files in RAM")
+		case w1 < w0+256<<10:
+			t.Errorf("write_bytes went %d -> %d over a written and fsynced 256 KiB file", w0, w1)
+		}
 	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "f"), bytes.Repeat([]byte("x"), 64<<10), 0o644); err != nil {

@@ -58,9 +58,14 @@ func newLogAdvisor(dir string, inMemory bool, log *slog.Logger) (*logAdvisor, er
 	if inMemory || !adviseSupported {
 		return a, nil
 	}
+	// The path the kernel shows in /proc/self/maps: absolute, with every
+	// symbolic link followed.
 	abs, err := filepath.Abs(dir)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("absolute path of %q: %w", dir, err)
+		return nil, fmt.Errorf("path of %q in the memory maps: %w", dir, err)
 	}
 	a.dir = abs
 	a.pending.Store(adviseEvery) // the first write looks
@@ -77,18 +82,19 @@ func (a *logAdvisor) wrote(n int) {
 	a.advise()
 }
 
-// advise marks every map of a log file in a.dir not marked yet. A failure
-// costs write amplification, not correctness: it is logged once.
-func (a *logAdvisor) advise() {
+// advise marks every map of a log file in a.dir not marked yet, and
+// reports how many maps of log files there are. A failure costs write
+// amplification, not correctness: it is logged once.
+func (a *logAdvisor) advise() int {
 	if a.dir == "" {
-		return
+		return 0
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		a.warn("read /proc/self/maps", err)
-		return
+		return 0
 	}
 	seen := make(map[logMapping]bool, len(a.done))
 	for _, m := range logMappings(maps, a.dir) {
@@ -101,6 +107,7 @@ func (a *logAdvisor) advise() {
 		}
 	}
 	a.done = seen // maps gone (a flushed memtable's) are forgotten
+	return len(seen)
 }
 
 func (a *logAdvisor) warn(what string, err error) {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -229,8 +230,13 @@ func TestBenchEndToEnd(t *testing.T) {
 		// and the ratios.
 		rows := map[string]bool{}
 		for _, line := range strings.Split(out.String(), "\n") {
-			if f := strings.Fields(line); len(f) == 16 && f[0] == "half" && !strings.HasPrefix(line, " ") { // table rows start at the margin
+			if f := strings.Fields(line); len(f) == 17 && f[0] == "half" && !strings.HasPrefix(line, " ") { // table rows start at the margin
 				rows[f[1]+" "+f[2]] = true
+				// srv-B/v: bytes per view, or "-" where /proc/PID/io is
+				// not there to read (0 if TMPDIR keeps files in RAM).
+				if n, err := strconv.ParseInt(f[13], 10, 64); f[13] != "-" && (err != nil || n < 0) {
+					t.Errorf("srv-B/v of %s %s is %q, want bytes written per view:\n%s", f[1], f[2], f[13], out.String())
+				}
 			}
 		}
 		want := []string{"view@50% tally", "get@50% tally", "view@50% echo", "get@50% echo", "batch tally"}

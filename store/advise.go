@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -56,6 +57,9 @@ type logMapping struct {
 	inode      uint64
 }
 
+// newLogAdvisor makes the advisor of the Badger opened in dir, and marks
+// the maps of its logs. An open Badger on disk always maps its memtable's
+// log: finding none is logged (the advisor would be doing nothing).
 func newLogAdvisor(dir string, inMemory bool, log *slog.Logger) (*logAdvisor, error) {
 	a := &logAdvisor{log: log, every: adviseEvery, done: make(map[logMapping]bool)}
 	if inMemory || !adviseSupported {
@@ -71,7 +75,9 @@ func newLogAdvisor(dir string, inMemory bool, log *slog.Logger) (*logAdvisor, er
 		return nil, fmt.Errorf("path of %q in the memory maps: %w", dir, err)
 	}
 	a.dir = abs
-	a.pending.Store(a.every) // the first write looks
+	if a.advise() == 0 {
+		a.warn("find the memtable's log in /proc/self/maps under "+abs, errors.New("no map of a *.mem or *.vlog file there"))
+	}
 	return a, nil
 }
 

@@ -136,10 +136,6 @@ func Open(o Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	if advisor.advise() == 0 && advisor.dir != "" {
-		// An open Badger on disk always maps its memtable's log.
-		advisor.warn("find the memtable's log in /proc/self/maps under "+advisor.dir, errors.New("no map of a *.mem file there"))
-	}
 	s := &Store{db: db, newID: o.NewReplicaID, syncWrites: !o.InMemory, advisor: advisor}
 	if err := s.checkFormat(); err != nil {
 		db.Close()

@@ -104,12 +104,12 @@ func logMapFlags(t *testing.T, dir string) map[string][]string {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
-		if i := strings.IndexByte(line, '/'); i >= 0 && !strings.Contains(line[:i], ":  ") && len(logMappings([]byte(line), dir)) == 1 {
-			cur = line[i:]
+		if len(logMappings([]byte(line), dir)) == 1 { // a map's first line
+			cur = line[strings.IndexByte(line, '/'):]
 			continue
 		}
-		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok {
-			if cur != "" && filepath.Dir(cur) == dir {
+		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok { // its last
+			if cur != "" {
 				out[cur] = strings.Fields(rest)
 			}
 			cur = ""

@@ -881,20 +881,11 @@ func cpuTimes() (busy, total int64, ok bool) {
 // procWriteBytes is the write_bytes of process pid so far: what it had the
 // kernel write to storage (/proc/PID/io); -1 if unknown.
 func procWriteBytes(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
-	if err != nil {
+	n, ok := procField(pid, "io", "write_bytes:")
+	if !ok {
 		return -1
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return -1
-			}
-			return n
-		}
-	}
-	return -1
+	return n
 }
 
 // procCPU is the user+system CPU time of process pid so far (0 if unknown).

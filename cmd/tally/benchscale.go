@@ -249,20 +249,31 @@ func scaleReads(ctx context.Context, addr string, keys []int, conns int) (scaleR
 
 // procRSS is the resident memory of pid in bytes (0 if unknown).
 func procRSS(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
+	kb, ok := procField(pid, "status", "VmRSS:")
+	if !ok {
 		return 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+	return kb << 10
+}
+
+// procField is the number that follows key at the start of a line of
+// /proc/PID/file, and whether there was one.
+func procField(pid int, file, key string) (int64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + file)
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, key); ok {
 			f := strings.Fields(rest)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseInt(f[0], 10, 64)
-				return kb << 10
+			if len(f) == 0 {
+				return 0, false
 			}
+			n, err := strconv.ParseInt(f[0], 10, 64)
+			return n, err == nil
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // dirBytes is the disk space the files under dir take.

@@ -363,29 +363,45 @@ func (c *Committer) sync() error {
 
 func (c *Committer) write(muts []Mutation) error { return c.store.write(muts) }
 
-// write hands muts to Badger as one write batch.
+// write hands muts to Badger as one transaction, or as several in order when
+// they exceed Badger's transaction size, and waits for each to commit.
+//
+// A transaction's Commit waits on the calling goroutine. WriteBatch would
+// commit each part from a goroutine of its own and wake this one through a
+// throttle: two more goroutine hand-offs on the path of every group commit,
+// which a busy scheduler makes long.
 func (s *Store) write(muts []Mutation) error {
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
 	n := 0
 	for _, m := range muts {
 		n += len(m.Key) + len(m.Value)
-		var err error
-		switch {
-		case m.Delete:
-			err = wb.Delete(m.Key)
-		case m.TTL > 0:
-			err = wb.SetEntry(badger.NewEntry(m.Key, m.Value).WithTTL(m.TTL))
-		default:
-			err = wb.Set(m.Key, m.Value)
+		err := setMutation(txn, m)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err = txn.Commit(); err == nil {
+				txn = s.db.NewTransaction(true)
+				err = setMutation(txn, m)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("write batch of %d: %w", len(muts), err)
 		}
 	}
-	if err := wb.Flush(); err != nil {
+	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("write batch of %d: %w", len(muts), err)
 	}
 	s.advisor.wrote(n)
 	return nil
+}
+
+// setMutation adds m to txn.
+func setMutation(txn *badger.Txn, m Mutation) error {
+	switch {
+	case m.Delete:
+		return txn.Delete(m.Key)
+	case m.TTL > 0:
+		return txn.SetEntry(badger.NewEntry(m.Key, m.Value).WithTTL(m.TTL))
+	default:
+		return txn.Set(m.Key, m.Value)
+	}
 }

@@ -103,6 +103,7 @@ func Open(o Options) (*Store, error) {
 		// batch, as before.
 		WithSyncWrites(!o.InMemory).
 		WithNumVersionsToKeep(1).
+		WithDetectConflicts(false).
 		WithMemTableSize(o.MemTableBytes).
 		WithNumMemtables(2).
 		// Fewer, larger compactions (issue 9). With 16 MiB memtables, two

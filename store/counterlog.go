@@ -358,10 +358,11 @@ func (s *Store) writeSync(muts []Mutation) error {
 	if len(muts) == 0 {
 		return nil
 	}
-	if err := s.write(muts); err != nil {
+	vlog, err := s.write(muts)
+	if err != nil {
 		return err
 	}
-	return s.db.Sync()
+	return s.syncLogs(vlog)
 }
 
 // CounterLogRecords is the number of counter log records on disk.

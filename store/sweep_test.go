@@ -99,7 +99,7 @@ func TestSweepExpired(t *testing.T) {
 			}
 			c.Add(ClaimKey{Video: "video", User: fmt.Sprintf("user-%d", ms), Event: "view"}, int64(ms))
 			muts := append(b.Mutations(int64(ms), 7, next, ttl), c.Mutations(uint64(ms), 7, next, ttl)...)
-			if err := s.write(muts); err != nil {
+			if _, err := s.write(muts); err != nil {
 				t.Fatal(err)
 			}
 			blocks += len(muts)
@@ -158,7 +158,7 @@ func TestSweepExpired(t *testing.T) {
 		for j := range muts {
 			muts[j] = Mutation{Key: fmt.Appendf(nil, "f%09d", i+j), Value: filler}
 		}
-		if err := s.write(muts); err != nil {
+		if _, err := s.write(muts); err != nil {
 			t.Fatal(err)
 		}
 	}

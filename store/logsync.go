@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -30,7 +31,11 @@ const valueThreshold = 1 << 10
 // one, which Badger names with the next file number. So each log is
 // followed from the file it synced last: while the next file exists, the
 // current one is synced (its tail is in it) and closed, and the next one
-// becomes current. Not safe for concurrent use: the committer, and callers
+// becomes current. Writes that no sync followed (the sweep's deletions) may
+// have gone through several files, and Badger may have removed some
+// already (a flushed memtable; a value log file its GC emptied): when the
+// current file is gone and the next one too, every later file is synced,
+// oldest first. Not safe for concurrent use: the committer, and callers
 // of Store.Sync that hold no committer, use it one at a time (Store.syncMu).
 type logSyncer struct {
 	mem, vlog logTail
@@ -46,7 +51,9 @@ type logTail struct {
 }
 
 // newLogSyncer follows the newest memtable log and value log in dir, the
-// ones Badger writes to after Open.
+// ones Badger writes to after Open. It first syncs every log file there:
+// what Badger did to them while it opened (the value log it wrote last is
+// cut to its last entry) is on disk before anything else is written.
 func newLogSyncer(dir string) (*logSyncer, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -57,12 +64,14 @@ func newLogSyncer(dir string) (*logSyncer, error) {
 		vlog: logTail{dir: dir, format: "%06d.vlog"},
 	}
 	for _, e := range entries {
-		name := e.Name()
 		for _, t := range []*logTail{&s.mem, &s.vlog} {
-			ext := filepath.Ext(t.format)
-			fid, err := strconv.Atoi(strings.TrimSuffix(name, ext))
-			if strings.HasSuffix(name, ext) && err == nil && fid > t.fid {
-				t.fid = fid
+			fid, ok := t.fidOf(e.Name())
+			if !ok {
+				continue
+			}
+			t.fid = max(t.fid, fid)
+			if err := syncPath(filepath.Join(dir, e.Name())); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -84,6 +93,19 @@ func (s *logSyncer) sync(vlog bool) error {
 	}
 	if vlog {
 		return s.vlog.sync()
+	}
+	return nil
+}
+
+// syncPath fdatasyncs the file at path.
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open badger log: %w", err)
+	}
+	defer f.Close()
+	if err := fdatasync(f); err != nil {
+		return fmt.Errorf("fdatasync %s: %w", path, err)
 	}
 	return nil
 }
@@ -112,23 +134,72 @@ func (t *logTail) open() error {
 // since, moving to the newest.
 func (t *logTail) sync() error {
 	for {
-		_, err := os.Stat(t.path(t.fid + 1))
-		if errors.Is(err, fs.ErrNotExist) {
-			break
-		}
+		next, err := t.following()
 		if err != nil {
-			return fmt.Errorf("look for the next badger log: %w", err)
+			return err
 		}
-		if err := t.syncFile(); err != nil {
+		if err := t.syncFile(); err != nil || next == 0 {
 			return err
 		}
 		t.close()
-		t.fid++
+		t.fid = next
 		if err := t.open(); err != nil {
 			return err
 		}
 	}
-	return t.syncFile()
+}
+
+// following returns the number of the file Badger went on in after t's,
+// or 0 if t's is the newest.
+func (t *logTail) following() (int, error) {
+	if ok, err := t.exists(t.fid + 1); err != nil || ok {
+		return t.fid + 1, err
+	}
+	// t's is the newest, unless Badger removed it and the next, and went on
+	// in later ones (memtables are flushed oldest first: a file that is
+	// still there has no removed file after it).
+	if ok, err := t.exists(t.fid); err != nil || ok {
+		return 0, err
+	}
+	later, err := t.later()
+	if err != nil || len(later) == 0 {
+		return 0, err
+	}
+	return later[0], nil
+}
+
+func (t *logTail) exists(fid int) (bool, error) {
+	_, err := os.Stat(t.path(fid))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("look for badger log: %w", err)
+	}
+	return true, nil
+}
+
+// later returns the numbers of t's files after t.fid, in order.
+func (t *logTail) later() ([]int, error) {
+	entries, err := os.ReadDir(t.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list badger logs: %w", err)
+	}
+	var fids []int
+	for _, e := range entries {
+		if fid, ok := t.fidOf(e.Name()); ok && fid > t.fid {
+			fids = append(fids, fid)
+		}
+	}
+	slices.Sort(fids)
+	return fids, nil
+}
+
+// fidOf is the file number of name if it is one of t's files.
+func (t *logTail) fidOf(name string) (int, bool) {
+	ext := filepath.Ext(t.format)
+	fid, err := strconv.Atoi(strings.TrimSuffix(name, ext))
+	return fid, err == nil && strings.HasSuffix(name, ext)
 }
 
 func (t *logTail) syncFile() error {

@@ -136,7 +136,7 @@ func TestLogTailFollowsNewFiles(t *testing.T) {
 		t.Fatalf("after the gap: mem fid %d (open %v); want 13, open", s.mem.fid, s.mem.f != nil)
 	}
 
-		empty, err := newLogSyncer(t.TempDir())
+	empty, err := newLogSyncer(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

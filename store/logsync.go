@@ -98,10 +98,15 @@ func (s *logSyncer) sync(vlog bool) error {
 	return nil
 }
 
-// syncPath fdatasyncs the file at path.
+// syncPath fdatasyncs the file at path. A file that is gone is no error:
+// Badger removes the logs it replayed at open once their memtables are
+// flushed, which may be between the listing and the sync.
 func syncPath(path string) error {
 	f, err := os.Open(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
 		return fmt.Errorf("open badger log: %w", err)
 	}
 	defer f.Close()

@@ -1,10 +1,6 @@
 package store
 
-import (
-	"os"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 const adviseSupported = true
 
@@ -19,7 +15,3 @@ func madviseRandom(start, length uint64) error {
 	}
 	return nil
 }
-
-// fdatasync writes f's data (and the metadata needed to read it back) to
-// the device.
-func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }

@@ -317,12 +317,15 @@ func (c *Committer) commit(b *batch, muts []Mutation, after func(error)) []Mutat
 	st := BatchStats{Mutations: len(muts), Tickets: b.tickets}
 	if len(muts) > 0 {
 		start := time.Now()
-		vlog, err := c.store.write(muts)
-		st.Err = err
+		st.Err = c.write(muts)
 		st.Write = time.Since(start)
-		if err == nil {
+		switch {
+		case st.Err != nil:
+		case c.cfg.fsync == nil && c.store.syncWrites:
+			st.Sync = st.Write // Badger fsynced inside the write
+		default:
 			start = time.Now()
-			if err := c.sync(vlog); err != nil {
+			if err := c.sync(); err != nil {
 				st.Err = fmt.Errorf("fsync batch: %w", err)
 			}
 			st.Sync = time.Since(start)
@@ -343,60 +346,46 @@ func (c *Committer) commit(b *batch, muts []Mutation, after func(error)) []Mutat
 	return muts
 }
 
-// sync makes the batch just written durable: the memtable logs, and the
-// value log if vlog (Store.write). A test's fsync hook replaces it.
+// sync makes everything written to the store so far durable (an in-memory
+// store, or a test's fsync hook; a store on disk has fsynced each write).
 //
 // The committer writes a batch only after the previous batch's fsync has
-// returned; it does not overlap them.
-func (c *Committer) sync(vlog bool) error {
+// returned; it does not overlap them. Badger's DB.Sync syncs the write-ahead
+// log of the active memtable alone, so a write of batch N+1 that filled and
+// rotated the memtable before N's Sync took hold would leave N in a log that
+// Sync never touches, and N would be acknowledged without being on disk.
+func (c *Committer) sync() error {
 	if c.cfg.fsync != nil {
 		return c.cfg.fsync()
 	}
-	return c.store.syncLogs(vlog)
+	return c.store.db.Sync()
 }
 
-// write hands muts to Badger as one transaction, or as several in order when
-// they exceed Badger's transaction size, and waits for each to commit. It
-// reports whether a value went to the value log (valueThreshold). Nothing is
-// durable before Store.syncLogs.
-//
-// A transaction's Commit waits on the calling goroutine. WriteBatch would
-// commit each part from a goroutine of its own and wake this one through a
-// throttle: two more goroutine hand-offs on the path of every group commit,
-// which a busy scheduler makes long.
-func (s *Store) write(muts []Mutation) (vlog bool, err error) {
-	txn := s.db.NewTransaction(true)
-	defer func() { txn.Discard() }()
+func (c *Committer) write(muts []Mutation) error { return c.store.write(muts) }
+
+// write hands muts to Badger as one write batch.
+func (s *Store) write(muts []Mutation) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
 	n := 0
 	for _, m := range muts {
 		n += len(m.Key) + len(m.Value)
-		vlog = vlog || len(m.Value) >= valueThreshold
-		err := setMutation(txn, m)
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			if err = txn.Commit(); err == nil {
-				txn = s.db.NewTransaction(true)
-				err = setMutation(txn, m)
-			}
+		var err error
+		switch {
+		case m.Delete:
+			err = wb.Delete(m.Key)
+		case m.TTL > 0:
+			err = wb.SetEntry(badger.NewEntry(m.Key, m.Value).WithTTL(m.TTL))
+		default:
+			err = wb.Set(m.Key, m.Value)
 		}
 		if err != nil {
-			return false, fmt.Errorf("write batch of %d: %w", len(muts), err)
+			return fmt.Errorf("write batch of %d: %w", len(muts), err)
 		}
 	}
-	if err := txn.Commit(); err != nil {
-		return false, fmt.Errorf("write batch of %d: %w", len(muts), err)
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("write batch of %d: %w", len(muts), err)
 	}
 	s.advisor.wrote(n)
-	return vlog, nil
-}
-
-// setMutation adds m to txn.
-func setMutation(txn *badger.Txn, m Mutation) error {
-	switch {
-	case m.Delete:
-		return txn.Delete(m.Key)
-	case m.TTL > 0:
-		return txn.SetEntry(badger.NewEntry(m.Key, m.Value).WithTTL(m.TTL))
-	default:
-		return txn.Set(m.Key, m.Value)
-	}
+	return nil
 }

@@ -29,7 +29,7 @@ func (h *heldFsync) fsync() error {
 	first := false
 	h.once.Do(func() { first = true })
 	if !first {
-		return h.s.Sync()
+		return h.s.db.Sync()
 	}
 	close(h.entered)
 	<-h.release
@@ -176,7 +176,7 @@ func TestCommitterReleasesOnlyAfterCoveringFsync(t *testing.T) {
 				present = append(present, i)
 			}
 		}
-		if err := s.Sync(); err != nil {
+		if err := s.db.Sync(); err != nil {
 			return err
 		}
 		mu.Lock()

@@ -598,50 +598,6 @@ func TestCommitterDurableAcrossReopen(t *testing.T) {
 	}
 }
 
-// TestCommitterBatchOverTxnLimit: a batch larger than one Badger
-// transaction (15% of a memtable) is written as several, in order, and all
-// of it is there after reopening; a later delete of a key lands after it.
-func TestCommitterBatchOverTxnLimit(t *testing.T) {
-	dir := t.TempDir()
-	o := DefaultOptions(dir)
-	o.MemTableBytes = 1 << 20 // transactions of at most ~157 KB
-	s, err := Open(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := NewCommitter(s, CommitterConfig{})
-	const n = 4000 // ~600 KB: four transactions or more
-	val := bytes.Repeat([]byte{'x'}, 140)
-	muts := make([]Mutation, 0, n+1)
-	for i := range n {
-		muts = append(muts, Mutation{Key: key(i), Value: val})
-	}
-	muts = append(muts, Mutation{Key: key(0), Delete: true}) // after its set, in the last part
-	tk, err := c.Submit(muts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tk.Wait(testCtx(t)); err != nil {
-		t.Fatalf("commit of %d mutations: %v", len(muts), err)
-	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s, _ = openStore(t, dir)
-	for i := range n {
-		v, ok := get(t, s, key(i))
-		switch {
-		case i == 0 && ok:
-			t.Errorf("key 0, deleted at the end of the batch, is present")
-		case i > 0 && (!ok || !bytes.Equal(v, val)):
-			t.Fatalf("key %d after reopen: %d bytes, present %v", i, len(v), ok)
-		}
-	}
-}
-
 // TestCommitterDone: Done(seq) is the batch's channel until the batch is
 // written, and nil after; the next batch has the next seq.
 func TestCommitterDone(t *testing.T) {

@@ -358,11 +358,10 @@ func (s *Store) writeSync(muts []Mutation) error {
 	if len(muts) == 0 {
 		return nil
 	}
-	vlog, err := s.write(muts)
-	if err != nil {
+	if err := s.write(muts); err != nil {
 		return err
 	}
-	return s.syncLogs(vlog)
+	return s.db.Sync()
 }
 
 // CounterLogRecords is the number of counter log records on disk.

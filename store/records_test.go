@@ -486,12 +486,12 @@ func TestForEachCounterParallel(t *testing.T) {
 			}
 			muts = append(muts, m)
 		}
-		if _, err := s.write(muts); err != nil {
+		if err := s.write(muts); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Keys of other prefixes around them are not counters.
-	if _, err := s.write([]Mutation{{Key: []byte("b-other"), Value: []byte("x")}, {Key: []byte("e-other"), Value: []byte("x")}}); err != nil {
+	if err := s.write([]Mutation{{Key: []byte("b-other"), Value: []byte("x")}, {Key: []byte("e-other"), Value: []byte("x")}}); err != nil {
 		t.Fatal(err)
 	}
 	if bounds := s.counterSplits(4); len(bounds) == 0 {
@@ -550,14 +550,14 @@ func TestForEachEventParallel(t *testing.T) {
 		}
 		muts = append(muts, b.Mutations(ms, 7, func() uint64 { seq++; return seq }, time.Hour)...)
 		if len(muts) >= 500 || ms == calls-1 {
-			if _, err := s.write(muts); err != nil {
+			if err := s.write(muts); err != nil {
 				t.Fatal(err)
 			}
 			muts = muts[:0]
 		}
 	}
 	// Keys of other prefixes around them are not events.
-	if _, err := s.write([]Mutation{{Key: []byte("d-other"), Value: []byte("x")}, {Key: []byte("f-other"), Value: []byte("x")}}); err != nil {
+	if err := s.write([]Mutation{{Key: []byte("d-other"), Value: []byte("x")}, {Key: []byte("f-other"), Value: []byte("x")}}); err != nil {
 		t.Fatal(err)
 	}
 	const from = 100

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -81,12 +80,10 @@ func InMemoryOptions() Options {
 
 // Store is tally's Badger database.
 type Store struct {
-	db      *badger.DB
-	newID   func() crdt.ReplicaID // nil: crypto/rand
-	advisor *logAdvisor           // keeps Badger's log maps off readahead (advise.go)
-
-	syncMu sync.Mutex
-	logs   *logSyncer // makes writes durable (logsync.go); nil in memory
+	db         *badger.DB
+	newID      func() crdt.ReplicaID // nil: crypto/rand
+	syncWrites bool                  // Badger fsyncs each write itself (Open)
+	advisor    *logAdvisor           // keeps Badger's log maps off readahead (advise.go)
 }
 
 // Open opens (creating if needed) the store described by o.
@@ -97,15 +94,15 @@ func Open(o Options) (*Store, error) {
 	}
 	bo := badger.DefaultOptions(o.Dir).
 		WithInMemory(o.InMemory).
-		// Badger does not sync its logs after each write: the store does,
-		// with one fdatasync of the memtable log a write went to, and of the
-		// value log only when the write put something in it (logsync.go).
-		// Badger's SyncWrites would msync both every time. Its DB.Sync is
-		// not used either: it syncs the newest memtable log alone, and would
-		// miss the first part of a write that filled a memtable.
-		WithSyncWrites(false).
+		// Every Badger write request is fsynced to the write-ahead log of the
+		// memtable it went into. DB.Sync syncs the active memtable's log
+		// alone: a batch that Badger split into several requests across a
+		// memtable rotation would otherwise leave its first part in a log
+		// nothing syncs until the memtable is flushed. The committer's batch
+		// is one request (or a few, when huge), so this is one fsync per
+		// batch, as before.
+		WithSyncWrites(!o.InMemory).
 		WithNumVersionsToKeep(1).
-		WithDetectConflicts(false).
 		WithMemTableSize(o.MemTableBytes).
 		WithNumMemtables(2).
 		// Fewer, larger compactions (issue 9). With 16 MiB memtables, two
@@ -120,7 +117,7 @@ func Open(o Options) (*Store, error) {
 		WithBlockCacheSize(o.CacheBytes).
 		WithIndexCacheSize(8 << 20).
 		WithValueLogFileSize(vlogBytes).
-		WithValueThreshold(valueThreshold).
+		WithValueThreshold(1 << 10).
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
 		WithCompression(options.None).
@@ -139,15 +136,9 @@ func Open(o Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db, newID: o.NewReplicaID, advisor: advisor}
-	if !o.InMemory {
-		if s.logs, err = newLogSyncer(o.Dir); err != nil {
-			db.Close()
-			return nil, err
-		}
-	}
+	s := &Store{db: db, newID: o.NewReplicaID, syncWrites: !o.InMemory, advisor: advisor}
 	if err := s.checkFormat(); err != nil {
-		s.Close()
+		db.Close()
 		return nil, err
 	}
 	return s, nil
@@ -155,9 +146,6 @@ func Open(o Options) (*Store, error) {
 
 // Close closes the database. Callers stop their Committer first.
 func (s *Store) Close() error {
-	if s.logs != nil {
-		defer s.logs.close()
-	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close badger: %w", err)
 	}
@@ -165,18 +153,8 @@ func (s *Store) Close() error {
 }
 
 // Sync forces everything written so far to stable storage.
-func (s *Store) Sync() error { return s.syncLogs(true) }
-
-// syncLogs makes the writes so far durable: the memtable logs, and the
-// value log too if vlog (a write since the last sync had a value of
-// valueThreshold bytes or more).
-func (s *Store) syncLogs(vlog bool) error {
-	if s.logs == nil {
-		return nil // in memory
-	}
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	if err := s.logs.sync(vlog); err != nil {
+func (s *Store) Sync() error {
+	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync badger: %w", err)
 	}
 	return nil
@@ -399,14 +377,14 @@ func (s *Store) setSync(key, val []byte) error {
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
 		return err
 	}
-	return s.Sync()
+	return s.db.Sync()
 }
 
 func (s *Store) deleteSync(key []byte) error {
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
 		return err
 	}
-	return s.Sync()
+	return s.db.Sync()
 }
 
 // badgerLogger adapts slog to Badger's logger; Badger's info chatter is dropped.

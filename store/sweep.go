@@ -71,9 +71,7 @@ func (w *Sweeper) Pass(ctx context.Context, now time.Time) (int, error) {
 				for j, k := range keys {
 					muts[j] = Mutation{Key: k, Delete: true}
 				}
-				// Not synced: a deletion lost in a crash is swept again, and
-				// the next group commit's sync covers it anyway.
-				if _, err := w.s.write(muts); err != nil {
+				if err := w.s.write(muts); err != nil {
 					return total, fmt.Errorf("sweep expired records: %w", err)
 				}
 				total += len(keys)
@@ -146,7 +144,7 @@ func (s *Store) CollectValueLog(ctx context.Context, rounds int) (int, error) {
 	}
 	n := 0
 	for n < rounds && ctx.Err() == nil {
-		err := s.collectValueLogOnce()
+		err := s.db.RunValueLogGC(0.5)
 		switch {
 		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
 			return n, nil
@@ -156,25 +154,4 @@ func (s *Store) CollectValueLog(ctx context.Context, rounds int) (int, error) {
 		n++
 	}
 	return n, ctx.Err()
-}
-
-// collectValueLogOnce runs one round of Badger's value-log GC, and makes the
-// values it moved durable before the file it emptied is deleted. Badger
-// writes the moved values without syncing them (the store syncs its logs
-// itself: logsync.go) and deletes the file at once unless an iterator is
-// open. So an iterator is held open over the round and the sync; closing it
-// lets Badger delete the file. If the sync fails, the iterator (and its
-// transaction) stay open: the file must outlive the values it still holds.
-func (s *Store) collectValueLogOnce() error {
-	txn := s.db.NewTransaction(false)
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: metaReplica}) // holds the file
-	err := s.db.RunValueLogGC(0.5)
-	if err == nil {
-		if err = s.Sync(); err != nil {
-			return fmt.Errorf("value log GC: sync the moved values: %w", err)
-		}
-	}
-	it.Close()
-	txn.Discard()
-	return err
 }

@@ -10,7 +10,10 @@
 #   - a bare echo server with fixed answers: the ceiling of tally's HTTP path;
 #   - the same echo server logging each single view as one raw event through
 #     tally's group committer to Badger (fsync per group commit) before it
-#     answers: the ceiling of a durable view on echo and Badger.
+#     answers: the ceiling of a durable view on echo and Badger;
+#   - the same echo server appending each single view to a zeroed file, one
+#     fdatasync per group commit, nothing else: the floor of a durable view
+#     on echo, however it is stored.
 # All on 127.0.0.1, driven one after the other by the same closed-loop
 # generator (`tally bench compare`) with the same connections and mixes, for
 # BENCH_DURATION each (default 10s). BENCH_COMPARE_FLAGS adds flags (see

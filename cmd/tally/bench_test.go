@@ -243,7 +243,7 @@ func TestBenchEndToEnd(t *testing.T) {
 		for _, sys := range systems {
 			want = append(want, "view "+sys, "get "+sys)
 		}
-		want = append(want, "view echo+commit") // the durable ceiling runs single views only
+		want = append(want, "view echo+commit", "view echo+wal") // the durable ceiling and floor run single views only
 		if len(systems) == 3 {
 			want = append(want, "batch redis+lua")
 		}
@@ -255,8 +255,9 @@ func TestBenchEndToEnd(t *testing.T) {
 		if len(rows) != len(want) {
 			t.Errorf("%d rows, want %d:\n%s", len(rows), len(want), out.String())
 		}
-		if !strings.Contains(out.String(), "tally/echo ") || !strings.Contains(out.String(), "tally/echo+commit") ||
-			(len(systems) == 3 && (!strings.Contains(out.String(), "tally/redis+lua") || !strings.Contains(out.String(), "echo+commit/redis+lua"))) {
+		if !strings.Contains(out.String(), "tally/echo ") || !strings.Contains(out.String(), "tally/echo+commit") || !strings.Contains(out.String(), "tally/echo+wal") ||
+			(len(systems) == 3 && (!strings.Contains(out.String(), "tally/redis+lua") || !strings.Contains(out.String(), "echo+commit/redis+lua") ||
+				!strings.Contains(out.String(), "echo+wal/redis+lua"))) {
 			t.Errorf("ratios missing:\n%s", out.String())
 		}
 		// The paced runs' p99 three ways, each a figure, and the slowest

@@ -51,6 +51,19 @@ func newEchoCeiling() *echo.Echo { return newEchoCeilingOn(nil) }
 // 1 µs of a view's 33-36 µs of server CPU here) and this decoder's (encoding/json,
 // about 1 µs), and nothing else this does is optional.
 func newEchoCeilingOn(com *store.Committer) *echo.Echo {
+	if com == nil {
+		return newEchoCeilingWith(nil)
+	}
+	return newEchoCeilingWith(func(ctx context.Context, video string, body []byte) error {
+		return logDurably(ctx, com, video, body)
+	})
+}
+
+// newEchoCeilingWith is newEchoCeiling whose POST, with logView set, also
+// hands the view to logView and answers once it returns (an error it returns
+// is the answer): the durable ceiling (logDurably) or the durable floor
+// (walFloor.log).
+func newEchoCeilingWith(logView func(ctx context.Context, video string, body []byte) error) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.GET("/videos/:videoId/views", func(c echo.Context) error {
@@ -61,8 +74,8 @@ func newEchoCeilingOn(com *store.Committer) *echo.Echo {
 		if err != nil {
 			return fmt.Errorf("read body: %w", err)
 		}
-		if com != nil {
-			if err := logDurably(c.Request().Context(), com, c.Param("videoId"), body); err != nil {
+		if logView != nil {
+			if err := logView(c.Request().Context(), c.Param("videoId"), body); err != nil {
 				return err
 			}
 		}
@@ -103,6 +116,7 @@ func runBenchEchoServer(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs.SetOutput(stderr)
 	addr := fs.String("http", "127.0.0.1:0", "listen `address` host:port")
 	data := fs.String("data", "", "with a `folder`, POST also writes a record of the view to a Badger store there and answers once its group commit is durable")
+	wal := fs.String("wal", "", "with a `file`, POST also appends a line of the view to it (zeroed beforehand, a ring of 64 MiB) and answers once the fdatasync of its group has returned: the floor of a durable view")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -111,6 +125,10 @@ func runBenchEchoServer(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "tally bench echo-server: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *data != "" && *wal != "" {
+		fmt.Fprintln(stderr, "tally bench echo-server: --data and --wal exclude each other")
 		return 2
 	}
 	l, err := net.Listen("tcp", *addr)
@@ -135,7 +153,21 @@ func runBenchEchoServer(ctx context.Context, args []string, stdout, stderr io.Wr
 			}
 		}()
 	}
-	srv := &http.Server{Handler: newEchoCeilingOn(com), ReadHeaderTimeout: 10 * time.Second}
+	handler := newEchoCeilingOn(com)
+	if *wal != "" {
+		w, err := openWALFloor(*wal, walFloorBytes)
+		if err != nil {
+			fmt.Fprintf(stderr, "tally bench echo-server: %v\n", err)
+			return 1
+		}
+		defer func() {
+			if err := w.close(); err != nil {
+				fmt.Fprintf(stderr, "tally bench echo-server: close wal: %v\n", err)
+			}
+		}()
+		handler = newEchoCeilingWith(w.log)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "tally bench echo-server: listening on http://%s\n", l.Addr())
 	go func() {
 		<-ctx.Done()

@@ -514,7 +514,8 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 	fmt.Fprintln(w, "wrong: fresh (video, user) pairs not counted plus resends counted; 0 for a deduplicating counter (any other fails the run);")
 	if cfg.QuietWait > 0 {
 		fmt.Fprintf(w, "Each run starts once the machine is quiet (under 10%% busy over half a second; at most %s of waiting), so that\n", cfg.QuietWait)
-		fmt.Fprintln(w, "no run shares the cores with background work the run before left (Badger compactions, Redis's rewrite of its log).")
+		fmt.Fprintln(w, "no run shares the cores with background work the run before left (Badger compactions, Redis's rewrite of its log),")
+		fmt.Fprintln(w, "and once the kernel has written back every dirty page (sync), so that none shares the disk with that writeback.")
 	}
 	fmt.Fprintln(w, "srv-cores: CPU of the server process over the run (cores busy); srv-µs/v: its CPU per view (per op for reads);")
 	fmt.Fprintln(w, "srv-B/v: bytes the server process had the kernel write to storage during the run, per view (per op for reads):")
@@ -821,13 +822,16 @@ const (
 	quietSample = 500 * time.Millisecond
 )
 
-// settle waits up to quietMax for the machine to be quiet (see quietBusy)
-// and says how long it waited, if at all.
+// settle writes back every dirty page (syncDisks: the disk is not quiet
+// while the kernel writes back what the build or the run before left, and
+// only CPU is sampled), then waits up to quietMax for the machine to be
+// quiet (see quietBusy) and says how long it waited, if at all.
 func settle(ctx context.Context, quietMax time.Duration, progress func(string, ...any)) {
 	if quietMax <= 0 {
 		return
 	}
 	start := time.Now()
+	syncDisks()
 	for {
 		busy, ok := machineBusy(ctx, quietSample)
 		switch {

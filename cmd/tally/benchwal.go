@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // walFloor is the floor of a durable view on echo, for the comparison
@@ -18,9 +16,9 @@ import (
 // key, no index, no dedup, no state to recover, one write and one fdatasync
 // per group commit on a file that is zeroed and synced before the first
 // view (so a group's fdatasync changes no file metadata: cheaper than
-// appending, as Redis does to its log, which also commits the new size). Any durable view
-// on echo does at least this, so its req/s bound every design on these
-// cores, however it stores what it must. The file is a ring of its
+// appending, as Redis does to its log, which also commits the new size).
+// Any durable view on echo does at least this, so its req/s bound every
+// design on these cores, however it stores what it must. The file is a ring of its
 // preallocated size: past the end, writes start again at offset 0 (what is
 // measured is the cost of durable appends, not what they keep).
 type walFloor struct {
@@ -155,7 +153,7 @@ func (w *walFloor) write(b []byte) error {
 		w.off += n
 		b = b[n:]
 	}
-	if err := unix.Fdatasync(int(w.f.Fd())); err != nil {
+	if err := datasync(w.f); err != nil {
 		return fmt.Errorf("fdatasync: %w", err)
 	}
 	return nil

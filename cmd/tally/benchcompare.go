@@ -306,8 +306,9 @@ func benchCompare(ctx context.Context, exe string, cfg cmpConfig, stdout, stderr
 		// (newEchoCeilingOn); tally's also deduplicates, counts, buckets
 		// and sketches. Then the durable floor: the same server appending
 		// each view to a zeroed file, one fdatasync per group commit, and
-		// nothing else (walFloor): no durable view on echo, stored any
-		// way, comes faster on these cores.
+		// nothing else (walFloor): a durable view on echo that stores
+		// more, group committed the same way, comes no faster on these
+		// cores.
 		for _, c := range []struct {
 			name, what string
 			extra      []string // flags of tally bench echo-server
@@ -524,7 +525,7 @@ func writeCmpReport(w io.Writer, cfg cmpConfig, rs []cmpResult) {
 	fmt.Fprintln(w, "echo: bare echo, fixed answers, no state; echo+commit: echo that logs each view as one raw event through tally's group")
 	fmt.Fprintln(w, "committer to Badger (fsync per group commit) before answering: the durable ceiling of a single view on this stack;")
 	fmt.Fprintln(w, "echo+wal: echo that appends each view as a line to a zeroed file and answers after the fdatasync of its group commit,")
-	fmt.Fprintln(w, "nothing else: the floor of any durable view on echo, however it is stored, on these cores.")
+	fmt.Fprintln(w, "nothing else: the floor of a durable view on echo, group committed the same way, on these cores.")
 	fmt.Fprintln(w, "srv-p99≤: tally's own p99 from its request histogram (tally_http_request_duration_seconds, upper bucket bound).")
 	fmt.Fprintln(w, "Paced runs (@50%) send at half of tally's peak ops/s, on tally and on the bare echo server (the latency a server")
 	fmt.Fprintln(w, "that does nothing gets on these cores); their latencies count from each request's scheduled start (no coordinated omission).")

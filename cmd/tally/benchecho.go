@@ -153,8 +153,10 @@ func runBenchEchoServer(ctx context.Context, args []string, stdout, stderr io.Wr
 			}
 		}()
 	}
-	handler := newEchoCeilingOn(com)
-	if *wal != "" {
+	var handler http.Handler
+	if *wal == "" {
+		handler = newEchoCeilingOn(com)
+	} else {
 		w, err := openWALFloor(*wal, walFloorBytes)
 		if err != nil {
 			fmt.Fprintf(stderr, "tally bench echo-server: %v\n", err)

@@ -19,9 +19,10 @@ import (
 // appending, as Redis does to its log, which also commits the new size).
 // Any durable view on echo does at least this, so its req/s bound every
 // design that group commits the same way (a write as soon as the last one
-// is durable) on these cores, however it stores what it must. The file is a ring of its
-// preallocated size: past the end, writes start again at offset 0 (what is
-// measured is the cost of durable appends, not what they keep).
+// is durable) on these cores, however it stores what it must. The file is
+// a ring of its preallocated size: past the end, writes start again at
+// offset 0 (what is measured is the cost of durable appends, not what they
+// keep).
 type walFloor struct {
 	f    *os.File
 	size int64         // preallocated bytes
